@@ -1,0 +1,71 @@
+"""Shared CLI plumbing: user errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+try:  # typer >= 0.20 vendors click; older releases use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+from facedeg.errors import FacedegError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
+    """Print ``error: message`` on stderr and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(*extra: type[BaseException]) -> Callable[[F], F]:
+    """Decorator: map FacedegError (and ``extra`` types) to a one-line error, no traceback."""
+    kinds = (FacedegError, *extra)
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except kinds as e:
+                fail(str(e))
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def output_path(path: Path, suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")) -> Path:
+    """Check an image output path's extension and create its parent folder."""
+    if path.suffix.lower() not in suffixes:
+        fail(f"{path}: output must end with one of {', '.join(suffixes)}")
+    if path.exists() and path.is_dir():
+        fail(f"{path}: is a directory, expected a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_app(app: typer.Typer, prog_name: str) -> None:
+    """Console-script entry point: bad arguments give one line on stderr and exit code 2."""
+    try:
+        code = app(prog_name=prog_name, args=sys.argv[1:], standalone_mode=False)
+    except click_exc.UsageError as e:
+        where = f"{e.ctx.command_path} --help" if e.ctx else f"{prog_name} --help"
+        typer.echo(f"error: {e.format_message()} (see {where})", err=True)
+        code = EXIT_USER_ERROR
+    except click_exc.Abort:
+        typer.echo("error: aborted", err=True)
+        code = 130
+    except click_exc.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,147 @@
+"""The ``facedeg`` command: recipes, degrade, preview (+ build, verify, inspect, replay from build_cmds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from PIL import Image
+
+import facedeg
+from cli.common import output_path, run_app, user_errors
+from facedeg.imageio import read_image
+from facedeg.preview import preview_steps, preview_variants
+from facedeg.recipe import load_recipe, shipped_recipes
+from facedeg.samples import sample_paths
+
+app = typer.Typer(
+    name="facedeg",
+    help="Degrade clean face photos into realistic low-quality inputs and build training shards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+recipes_app = typer.Typer(help="List the shipped recipes, or show one.", pretty_exceptions_enable=False)
+app.add_typer(recipes_app, name="recipes")
+
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Shipped recipe name (see `facedeg recipes`) or a YAML path.")]
+SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Seed; the same seed gives the same output.")]
+
+
+def _save(image: np.ndarray, path: Path) -> None:
+    Image.fromarray(image).save(output_path(path))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facedeg {facedeg.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Degrade clean face photos into realistic low-quality inputs and build training shards."""
+
+
+@recipes_app.callback(invoke_without_command=True)
+@user_errors()
+def recipes_list(ctx: typer.Context) -> None:
+    """List the shipped recipes with one-line descriptions.
+
+    Example: facedeg recipes; facedeg recipes show mixed
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    names = shipped_recipes()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:<{width}}  {load_recipe(name).description}")
+
+
+@recipes_app.command("show")
+@user_errors()
+def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or YAML path.")]) -> None:
+    """Print a recipe's YAML file.
+
+    Example: facedeg recipes show mixed
+    """
+    recipe = load_recipe(name)
+    typer.echo(Path(recipe.source).read_text(encoding="utf-8").rstrip())
+    typer.echo(f"# hash: {recipe.hash}")
+
+
+@app.command()
+@user_errors()
+def degrade(
+    image: Annotated[Path, typer.Argument(help="Input image (any common format).")],
+    recipe: RecipeOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output LQ image (.png keeps it lossless).")],
+    seed: SeedOpt = 0,
+    plan_out: Annotated[Path | None, typer.Option("--plan-out", help="Also write the drawn plan as JSON.")] = None,
+) -> None:
+    """Degrade one image with a recipe.
+
+    Example: facedeg degrade face.jpg --recipe mixed --seed 3 --out lq.png --plan-out plan.json
+    """
+    recipe_obj = load_recipe(recipe)
+    hq = read_image(image)
+    lq, plan = facedeg.degrade(hq, recipe_obj, seed)
+    _save(lq, out)
+    if plan_out is not None:
+        plan_out.parent.mkdir(parents=True, exist_ok=True)
+        plan_out.write_text(json.dumps(plan.to_json(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"{out}: {plan.summary()}")
+
+
+@app.command()
+@user_errors()
+def preview(
+    image: Annotated[Path | None, typer.Argument(help="Input image; default: a bundled sample face.")] = None,
+    recipe: RecipeOpt = "mixed",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Contact sheet PNG to write.")] = Path("preview.png"),
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=64, help="Number of degraded variants.")] = 8,
+    seed: SeedOpt = 0,
+    steps: Annotated[bool, typer.Option("--steps", help="Show one plan applied op by op instead.")] = False,
+    tile: Annotated[int, typer.Option("--tile", min=64, max=1024, help="Tile size in pixels.")] = 256,
+) -> None:
+    """Show what a recipe does: the original and n variants, each captioned with its plan.
+
+    Examples: facedeg preview --recipe mixed --n 8 --out preview.png;
+    facedeg preview face.jpg --recipe blur --steps --out steps.png
+    """
+    recipe_obj = load_recipe(recipe)
+    source = image if image is not None else sample_paths()[0]
+    hq = read_image(source)
+    if steps:
+        sheet, plan = preview_steps(hq, recipe_obj, seed, tile)
+        plans = [plan]
+    else:
+        sheet, plans = preview_variants(hq, recipe_obj, n, seed, tile)
+    _save(sheet, out)
+    typer.echo(f"recipe {recipe_obj.name} ({recipe_obj.hash[:12]}) on {source.name}, seed {seed}")
+    for i, plan in enumerate(plans):
+        typer.echo(f"  #{i}  {plan.summary()}")
+        if steps:
+            for step in plan.steps:
+                typer.echo(f"       {step.op} {json.dumps(step.params)}")
+    typer.echo(f"wrote {out}")
+
+
+try:  # build, verify, inspect, replay
+    from cli import build_cmds
+except ImportError:  # pragma: no cover - during bootstrap only
+    build_cmds = None
+if build_cmds is not None:
+    build_cmds.register(app)
+
+
+def main() -> None:
+    run_app(app, "facedeg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The escape hatch: any pixel-level albumentations transform, validated strictly, seeded per sample."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import albumentations as A
+import numpy as np
+from albumentations.core.transforms_interface import ImageOnlyTransform
+
+from facedeg.ops.args import ArgError
+from facedeg.ops.base import OpSpec, as_uint8
+from facedeg.seeds import draw_seed
+
+
+@functools.lru_cache(maxsize=64)
+def _build(transform: str, kwargs_json: str) -> ImageOnlyTransform:
+    kwargs = json.loads(kwargs_json)
+    return getattr(A, transform)(**{"p": 1.0, **kwargs, "strict": True})
+
+
+def albumentations_op(image: np.ndarray, transform: str, args: dict[str, Any], seed: int) -> np.ndarray:
+    """Apply ``albumentations.<transform>(**args)`` with its random state seeded from ``seed``."""
+    t = _build(transform, json.dumps(args, sort_keys=True))
+    t.set_random_seed(seed)
+    out = t(image=image)["image"]
+    if out.dtype != np.uint8:
+        out = as_uint8(out * 255 if out.dtype.kind == "f" and out.max() <= 1.0 else out)
+    return np.ascontiguousarray(out.reshape(image.shape))
+
+
+class Albumentations(OpSpec):
+    name = "albumentations"
+    schema: dict = {}
+
+    def __init__(self, raw: Any) -> None:  # own parsing: the args are albumentations' own
+        if not isinstance(raw, dict):
+            raise ArgError("", f"expected a mapping with 'transform' and optional 'args', got {raw!r}")
+        unknown = sorted(set(raw) - {"transform", "args"})
+        if unknown:
+            raise ArgError(unknown[0], "unknown argument (valid: transform, args)")
+        name, args = raw.get("transform"), raw.get("args") or {}
+        cls = getattr(A, name, None) if isinstance(name, str) else None
+        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+            raise ArgError("transform", f"no albumentations transform named {name!r}")
+        if not issubclass(cls, ImageOnlyTransform):
+            raise ArgError("transform", f"{name} is not pixel-level (ImageOnlyTransform): it would misalign LQ and HQ")
+        if not isinstance(args, dict):
+            raise ArgError("args", f"expected a mapping of {name} arguments, got {args!r}")
+        try:
+            json.dumps(args)
+            probe = np.zeros((32, 32, 3), np.uint8)
+            out = albumentations_op(probe, name, args, 0)
+        except (ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArgError("args", f"{name}: {first}") from None
+        if out.shape != probe.shape:
+            raise ArgError("transform", f"{name} changes the image size: LQ must stay aligned with HQ")
+        self.args = {"transform": name, "args": args}
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        return {"transform": self.args["transform"], "args": self.args["args"], "seed": draw_seed(rng)}
+
+    apply = staticmethod(albumentations_op)
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        return f"albu {params['transform']}"

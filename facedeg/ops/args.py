@@ -1,0 +1,155 @@
+"""Typed recipe arguments: each validates a raw YAML value and says exactly what was wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class ArgError(ValueError):
+    """Raised with the argument name; the recipe loader adds the file and key path."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A ``[min, max]`` pair (a single number means a fixed value) within ``[lo, hi]``."""
+
+    lo: float
+    hi: float
+    default: tuple[float, float] | None = None
+    integer: bool = False
+    optional: bool = False
+
+    def parse(self, key: str, value: Any) -> list[float]:
+        if _is_number(value):
+            value = [value, value]
+        kind = "integers" if self.integer else "numbers"
+        want = f"expected [min, max] of {kind} with {_fmt(self.lo)} <= min <= max <= {_fmt(self.hi)}"
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
+            raise ArgError(key, f"{want}, got {_fmt(value)}")
+        a, b = value
+        if self.integer and not (float(a).is_integer() and float(b).is_integer()):
+            raise ArgError(key, f"{want}, got {_fmt(list(value))}")
+        if not (self.lo <= a <= b <= self.hi):
+            raise ArgError(key, f"{want}, got {_fmt(list(value))}")
+        return [int(a), int(b)] if self.integer else [float(a), float(b)]
+
+    def draw(self, rng: np.random.Generator, bounds: list[float]) -> float | int:
+        a, b = bounds
+        if self.integer:
+            return int(rng.integers(int(a), int(b) + 1))
+        return float(a) if a == b else round(float(rng.uniform(a, b)), 4)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A single number within ``[lo, hi]``."""
+
+    lo: float
+    hi: float
+    default: float | None = None
+    integer: bool = False
+    optional: bool = False
+
+    def parse(self, key: str, value: Any) -> float | int:
+        ok = _is_number(value) and (not self.integer or float(value).is_integer())
+        if not ok or not (self.lo <= value <= self.hi):
+            kind = "an integer" if self.integer else "a number"
+            raise ArgError(key, f"expected {kind} in [{_fmt(self.lo)}, {_fmt(self.hi)}], got {_fmt(value)}")
+        return int(value) if self.integer else float(value)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of strings; with ``multi``, also a list of them to draw from per image."""
+
+    choices: tuple[str, ...]
+    default: str | None = None
+    multi: bool = False
+
+    def parse(self, key: str, value: Any) -> str | list[str]:
+        values = value if self.multi and isinstance(value, list) and value else [value]
+        for v in values:
+            if not isinstance(v, str) or v not in self.choices:
+                lists = " (or a list of them)" if self.multi else ""
+                raise ArgError(key, f"expected one of {', '.join(self.choices)}{lists}, got {_fmt(value)}")
+        return value
+
+    def draw(self, rng: np.random.Generator, value: str | list[str]) -> str:
+        if isinstance(value, str):
+            return value
+        return value[int(rng.integers(len(value)))]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A boolean."""
+
+    default: bool | None = None
+
+    def parse(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ArgError(key, f"expected true or false, got {_fmt(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Size:
+    """An output size: one integer (square), ``[height, width]``, or ``input`` (the sampled image's size)."""
+
+    default: list[int] | None = None
+
+    def parse(self, key: str, value: Any) -> list[int] | str:
+        if value == "input":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]
+        if not (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384 for v in value)):
+            raise ArgError(key, f"expected 'input' or a size in pixels (an integer or [height, width], 1..16384), got {_fmt(value)}")
+        return [int(value[0]), int(value[1])]
+
+
+Arg = Range | Number | Choice | Flag | Size
+
+
+def parse_args(schema: dict[str, Arg], raw: Any) -> dict[str, Any]:
+    """Validate ``raw`` (a mapping or None) against ``schema``; fill defaults; reject unknown keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ArgError("", f"expected a mapping of arguments, got {_fmt(raw)}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        valid = ", ".join(schema) or "none"
+        raise ArgError(str(unknown[0]), f"unknown argument (valid: {valid})")
+    out: dict[str, Any] = {}
+    for key, arg in schema.items():
+        if key in raw:
+            out[key] = arg.parse(key, raw[key])
+        elif arg.default is not None:
+            out[key] = arg.parse(key, arg.default)
+        elif getattr(arg, "optional", False):
+            continue
+        else:
+            raise ArgError(key, "missing required argument")
+    return out

@@ -1,0 +1,57 @@
+"""Compression ops: JPEG and WebP round trips through OpenCV (RGB converted to the BGR it expects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facedeg.ops.args import Range
+from facedeg.ops.base import OpSpec
+
+
+def _roundtrip(image: np.ndarray, ext: str, flag: int, quality: int) -> np.ndarray:
+    gray = image.shape[2] == 1
+    src = image if gray else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(ext, src, [flag, int(quality)])
+    if not ok:
+        raise RuntimeError(f"OpenCV failed to encode {ext}")
+    out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+    return out[..., None] if gray else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG encode at ``quality`` (1-100, libjpeg-turbo, 4:2:0) and decode."""
+    return _roundtrip(image, ".jpg", cv2.IMWRITE_JPEG_QUALITY, quality)
+
+
+def webp(image: np.ndarray, quality: int) -> np.ndarray:
+    """WebP encode at ``quality`` (1-100, lossy) and decode."""
+    return _roundtrip(image, ".webp", cv2.IMWRITE_WEBP_QUALITY, quality)
+
+
+class Jpeg(OpSpec):
+    name = "jpeg"
+    schema = {"quality": Range(1, 100, integer=True)}
+    apply = staticmethod(jpeg)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        return {"quality": self.draw(rng, "quality")}
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        return f"jpeg q{params['quality']}"
+
+
+class Webp(OpSpec):
+    name = "webp"
+    schema = {"quality": Range(1, 100, integer=True)}
+    apply = staticmethod(webp)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        return {"quality": self.draw(rng, "quality")}
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        return f"webp q{params['quality']}"

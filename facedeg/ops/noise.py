@@ -1,0 +1,112 @@
+"""Additive noise ops on the 0-255 scale. Each noise pattern comes from the seed in its params."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facedeg.ops.args import ArgError, Number, Range
+from facedeg.ops.base import OpSpec, as_uint8
+from facedeg.seeds import draw_seed, rng_from
+
+
+def _add(image: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """image + noise, rounded and saturated to uint8 (noise: float32, HxWx1 or HxWxC)."""
+    if noise.shape[2] != image.shape[2]:
+        noise = np.repeat(noise, image.shape[2], axis=2)
+    return cv2.add(image, noise, dtype=cv2.CV_8U).reshape(image.shape)
+
+
+def _noise_shape(image: np.ndarray, gray: bool) -> tuple[int, int, int]:
+    return (image.shape[0], image.shape[1], 1 if gray else image.shape[2])
+
+
+def gaussian_noise(image: np.ndarray, sigma: float, seed: int, gray: bool = False) -> np.ndarray:
+    """Add N(0, sigma²) noise, per channel (or one gray field for all channels)."""
+    noise = rng_from(seed).standard_normal(_noise_shape(image, gray), dtype=np.float32)
+    noise *= np.float32(sigma)
+    return _add(image, noise)
+
+
+def laplace_noise(image: np.ndarray, scale: float, seed: int, gray: bool = False) -> np.ndarray:
+    """Add Laplace(0, scale) noise, per channel (or gray)."""
+    noise = rng_from(seed).laplace(0.0, scale, _noise_shape(image, gray)).astype(np.float32)
+    return _add(image, noise)
+
+
+def poisson_noise(image: np.ndarray, seed: int, lam: float | None = None, scale: float | None = None,
+                  gray: bool = False) -> np.ndarray:
+    """Poisson noise in one of two forms.
+
+    ``lam``: the HiFaceGAN paper's form, Poisson(lam) magnitudes with a random sign, added per pixel.
+    ``scale``: signal-dependent shot noise (8-bit photon counts), its deviation multiplied by ``scale``.
+    """
+    rng = rng_from(seed)
+    shape = _noise_shape(image, gray)
+    if lam is not None:
+        magnitude = rng.poisson(lam, shape).astype(np.float32)
+        sign = rng.integers(0, 2, shape, dtype=np.int8).astype(np.float32) * 2 - 1
+        return _add(image, magnitude * sign)
+    if scale is None:
+        raise ValueError("poisson_noise needs lam or scale")
+    base = image.astype(np.float32)
+    if gray:
+        base = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None]
+    counts = rng.poisson(base * (256 / 255)).astype(np.float32) * (255 / 256)
+    return as_uint8(image.astype(np.float32) + (counts - base) * np.float32(scale))
+
+
+class _Noise(OpSpec):
+    def _gray(self, rng: np.random.Generator) -> bool:
+        return bool(rng.random() < self.args["gray_prob"]) if self.args["gray_prob"] > 0 else False
+
+
+class GaussianNoise(_Noise):
+    name = "gaussian_noise"
+    schema = {"sigma": Range(0.0, 255.0), "gray_prob": Number(0.0, 1.0, default=0.0)}
+    apply = staticmethod(gaussian_noise)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        return {"sigma": self.draw(rng, "sigma"), "gray": self._gray(rng), "seed": draw_seed(rng)}
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        return f"gauss σ{params['sigma']:.0f}" + (" gray" if params["gray"] else "")
+
+
+class LaplaceNoise(_Noise):
+    name = "laplace_noise"
+    schema = {"scale": Range(0.0, 255.0), "gray_prob": Number(0.0, 1.0, default=0.0)}
+    apply = staticmethod(laplace_noise)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        return {"scale": self.draw(rng, "scale"), "gray": self._gray(rng), "seed": draw_seed(rng)}
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        return f"laplace b{params['scale']:.0f}" + (" gray" if params["gray"] else "")
+
+
+class PoissonNoise(_Noise):
+    name = "poisson_noise"
+    schema = {
+        "lam": Range(0.0, 255.0, optional=True),
+        "scale": Range(0.0, 20.0, optional=True),
+        "gray_prob": Number(0.0, 1.0, default=0.0),
+    }
+    apply = staticmethod(poisson_noise)
+
+    def check(self) -> None:
+        if ("lam" in self.args) == ("scale" in self.args):
+            raise ArgError("lam", "give exactly one of lam (paper form) or scale (shot noise)")
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        form = "lam" if "lam" in self.args else "scale"
+        return {form: self.draw(rng, form), "gray": self._gray(rng), "seed": draw_seed(rng)}
+
+    @staticmethod
+    def describe(params: dict[str, Any]) -> str:
+        value = f"λ{params['lam']:.0f}" if params.get("lam") is not None else f"shot×{params['scale']:.2f}"
+        return f"poisson {value}" + (" gray" if params["gray"] else "")

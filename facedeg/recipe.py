@@ -1,0 +1,270 @@
+"""Recipes: a typed tree of control nodes and op leaves, loaded from YAML with strict validation.
+
+YAML form::
+
+    description: what this models and where the ranges come from
+    steps:                       # a sequence
+      - random_order:            # or sequence / one_of / some_of / maybe
+          - jpeg: {quality: [15, 50]}
+          - one_of: {weights: [2, 1], steps: [{motion_blur: {length: [10, 20]}}, {gaussian_blur: {sigma: [3, 8]}}]}
+          - maybe: {p: 0.5, steps: [{gaussian_noise: {sigma: [20, 40]}}]}
+          - some_of: {n: [1, 2], steps: [...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from facedeg.errors import RecipeError
+from facedeg.ops import OPS, OpSpec
+from facedeg.ops.args import ArgError
+from facedeg.plan import Plan, Step
+from facedeg.seeds import rng_from
+
+CONTROL = ("sequence", "random_order", "one_of", "some_of", "maybe")
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+# ---------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True)
+class OpNode:
+    spec: OpSpec
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        out.append(Step(self.spec.name, self.spec.sample(rng, shape)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.spec.name: self.spec.to_dict()}
+
+
+@dataclass(frozen=True)
+class Sequence:
+    steps: tuple[Node, ...]
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        for node in self.steps:
+            node.draw(rng, shape, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sequence": [n.to_dict() for n in self.steps]}
+
+
+@dataclass(frozen=True)
+class RandomOrder:
+    steps: tuple[Node, ...]
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        for i in rng.permutation(len(self.steps)):
+            self.steps[int(i)].draw(rng, shape, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"random_order": [n.to_dict() for n in self.steps]}
+
+
+@dataclass(frozen=True)
+class OneOf:
+    steps: tuple[Node, ...]
+    weights: tuple[float, ...]
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        p = np.asarray(self.weights) / sum(self.weights)
+        self.steps[int(rng.choice(len(self.steps), p=p))].draw(rng, shape, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"one_of": {"weights": list(self.weights), "steps": [n.to_dict() for n in self.steps]}}
+
+
+@dataclass(frozen=True)
+class SomeOf:
+    steps: tuple[Node, ...]
+    n: tuple[int, int]
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        k = int(rng.integers(self.n[0], self.n[1] + 1))
+        for i in sorted(rng.choice(len(self.steps), size=k, replace=False).tolist()):
+            self.steps[i].draw(rng, shape, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"some_of": {"n": list(self.n), "steps": [n.to_dict() for n in self.steps]}}
+
+
+@dataclass(frozen=True)
+class Maybe:
+    p: float
+    steps: tuple[Node, ...]
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
+        if rng.random() < self.p:
+            for node in self.steps:
+                node.draw(rng, shape, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"maybe": {"p": self.p, "steps": [n.to_dict() for n in self.steps]}}
+
+
+Node = OpNode | Sequence | RandomOrder | OneOf | SomeOf | Maybe
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fields(path: str, raw: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _Invalid(path, f"expected a mapping with keys {', '.join(sorted(allowed))}, got {raw!r}")
+    for key in raw:
+        if key not in allowed:
+            raise _Invalid(f"{path}.{key}", f"unknown key (valid: {', '.join(sorted(allowed))})")
+    for key in sorted(required - set(raw)):
+        raise _Invalid(f"{path}.{key}", "missing required key")
+    return raw
+
+
+def _steps(path: str, raw: Any) -> tuple[Node, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _Invalid(path, f"expected a non-empty list of steps, got {raw!r}")
+    return tuple(parse_node(f"{path}[{i}]", item) for i, item in enumerate(raw))
+
+
+def parse_node(path: str, raw: Any) -> Node:
+    """Parse one step: a single-key mapping naming a control node or an op."""
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise _Invalid(path, f"expected a single-key mapping like {{jpeg: {{quality: [30, 80]}}}}, got {raw!r}")
+    (kind, body), = raw.items()
+    here = f"{path}.{kind}"
+    if kind in ("sequence", "random_order"):
+        steps = _steps(here, body) if isinstance(body, list) else _steps(
+            f"{here}.steps", _fields(here, body, {"steps"}, {"steps"})["steps"])
+        return Sequence(steps) if kind == "sequence" else RandomOrder(steps)
+    if kind == "one_of":
+        if isinstance(body, list):
+            steps = _steps(here, body)
+            return OneOf(steps, tuple(1.0 for _ in steps))
+        body = _fields(here, body, {"steps", "weights"}, {"steps"})
+        steps = _steps(f"{here}.steps", body["steps"])
+        weights = body.get("weights", [1.0] * len(steps))
+        if not (isinstance(weights, list) and len(weights) == len(steps) and all(_number(w) and w >= 0 for w in weights)
+                and sum(weights) > 0):
+            raise _Invalid(f"{here}.weights", f"expected {len(steps)} non-negative numbers, not all zero, got {weights!r}")
+        return OneOf(steps, tuple(float(w) for w in weights))
+    if kind == "some_of":
+        body = _fields(here, body, {"steps", "n"}, {"steps", "n"})
+        steps = _steps(f"{here}.steps", body["steps"])
+        n = body["n"]
+        n = [n, n] if isinstance(n, int) and not isinstance(n, bool) else n
+        if not (isinstance(n, list) and len(n) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in n)
+                and 0 <= n[0] <= n[1] <= len(steps)):
+            raise _Invalid(f"{here}.n", f"expected an integer or [min, max] with 0 <= min <= max <= {len(steps)}, "
+                                        f"got {body['n']!r}")
+        return SomeOf(steps, (n[0], n[1]))
+    if kind == "maybe":
+        body = _fields(here, body, {"p", "steps"}, {"p", "steps"})
+        if not (_number(body["p"]) and 0 <= body["p"] <= 1):
+            raise _Invalid(f"{here}.p", f"expected a probability in [0, 1], got {body['p']!r}")
+        return Maybe(float(body["p"]), _steps(f"{here}.steps", body["steps"]))
+    if kind in OPS:
+        try:
+            return OpNode(OPS[kind](body))
+        except ArgError as e:
+            raise _Invalid(f"{here}.{e.key}" if e.key else here, e.reason) from None
+    raise _Invalid(here, f"unknown op or node (ops: {', '.join(OPS)}; nodes: {', '.join(CONTROL)})")
+
+
+# ---------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    root: Sequence
+    source: str = "<recipe>"
+
+    def sample(self, seed: int, shape: tuple[int, int]) -> Plan:
+        """Draw the plan for one image. Depends only on (recipe, seed, shape)."""
+        steps: list[Step] = []
+        self.root.draw(rng_from(seed), (int(shape[0]), int(shape[1])), steps)
+        return Plan(tuple(steps), int(seed))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (defaults filled in), as saved in dataset manifests."""
+        return {"name": self.name, "description": self.description,
+                "steps": [n.to_dict() for n in self.root.steps]}
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical resolved steps (name and description do not count)."""
+        text = json.dumps([n.to_dict() for n in self.root.steps], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<recipe>", name: str | None = None) -> Recipe:
+        """Validate a recipe mapping; errors name ``source``, the key path and the reason."""
+        try:
+            body = _fields("recipe", data, {"name", "description", "steps"}, {"steps"})
+            desc = body.get("description", "")
+            if not isinstance(desc, str):
+                raise _Invalid("description", f"expected a string, got {desc!r}")
+            root = Sequence(_steps("steps", body["steps"]))
+        except _Invalid as e:
+            path = e.path.removeprefix("recipe.")
+            raise RecipeError(f"{source}: {path}: {e.reason}") from None
+        return cls(str(body.get("name") or name or Path(source).stem), desc.strip(), root, source)
+
+
+def recipes_dir() -> Path:
+    """Folder of the shipped recipes (installed as package data ``facedeg.recipes``)."""
+    try:
+        return Path(str(resources.files("facedeg.recipes")))
+    except ModuleNotFoundError:  # running from a source tree without installing
+        return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read recipe ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    return Recipe.from_dict(data, source=str(path), name=path.stem)
+
+
+def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
+    """A shipped recipe by name (``mixed``) or a YAML file by path; a Recipe is returned as is."""
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
+    text = str(name_or_path)
+    shipped = shipped_recipes()
+    if text in shipped:
+        return load_recipe_file(shipped[text])
+    if Path(text).is_file() or text.endswith((".yaml", ".yml")):
+        return load_recipe_file(text)
+    raise RecipeError(f"unknown recipe {text!r}: shipped recipes are {', '.join(shipped)}; or give a path to a .yaml file")

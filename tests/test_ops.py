@@ -1,0 +1,191 @@
+"""Op contract tests, driven by one table of every op with example recipe arguments."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from facedeg.ops import OPS
+from facedeg.ops.blur import defocus_blur, gaussian_blur, motion_blur
+from facedeg.ops.compress import jpeg, webp
+from facedeg.ops.noise import gaussian_noise, laplace_noise, poisson_noise
+from facedeg.ops.resample import downsample, mosaic
+from facedeg.plan import Plan, Step
+
+# One entry per op: recipe arguments that exercise it.
+OP_TABLE: dict[str, dict] = {
+    "downsample": {"scale": [2, 6]},
+    "resize": {"size": [40, 56], "interpolation": "cubic"},
+    "mosaic": {"block": [4, 12]},
+    "gaussian_noise": {"sigma": [5, 30], "gray_prob": 0.5},
+    "laplace_noise": {"scale": [5, 30]},
+    "poisson_noise": {"lam": [15, 30]},
+    "gaussian_blur": {"sigma": [0.5, 4], "anisotropic_prob": 0.5},
+    "motion_blur": {"length": [3, 15]},
+    "defocus_blur": {"radius": [1, 5]},
+    "jpeg": {"quality": [10, 90]},
+    "webp": {"quality": [10, 90]},
+    "albumentations": {"transform": "RandomBrightnessContrast", "args": {"brightness_limit": 0.3}},
+}
+
+
+def test_table_covers_every_op() -> None:
+    assert set(OP_TABLE) == set(OPS)
+
+
+def _plan(name: str, seed: int, shape: tuple[int, int]) -> Plan:
+    spec = OPS[name](OP_TABLE[name])
+    return Plan((Step(name, spec.sample(np.random.default_rng(seed), shape)),), seed)
+
+
+@pytest.mark.parametrize("name", sorted(OP_TABLE))
+def test_contract(name: str, small_face: np.ndarray) -> None:
+    plan = _plan(name, 1, small_face.shape[:2])
+    before = small_face.copy()
+    out = plan.apply(small_face)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    expected = (40, 56, 3) if name == "resize" else small_face.shape
+    assert out.shape == expected
+    assert np.array_equal(small_face, before), "ops must not modify their input"
+    # Same plan => same bytes; JSON round trip replays bit for bit.
+    assert np.array_equal(out, plan.apply(small_face))
+    assert np.array_equal(out, Plan.from_json(plan.to_json()).apply(small_face))
+    # Params are JSON values.
+    import json
+    assert json.loads(json.dumps(plan.to_json())) == plan.to_json()
+
+
+@pytest.mark.parametrize("name", sorted(OP_TABLE))
+def test_different_seeds_differ(name: str, small_face: np.ndarray) -> None:
+    outs = {_plan(name, s, small_face.shape[:2]).apply(small_face).tobytes() for s in range(6)}
+    if name != "resize":  # resize has nothing random: a fixed size and interpolation
+        assert len(outs) > 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(OP_TABLE)), h=st.integers(1, 48), w=st.integers(1, 48),
+       seed=st.integers(0, 2**32), fill=st.integers(0, 255))
+def test_odd_sizes(name: str, h: int, w: int, seed: int, fill: int) -> None:
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(fill, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    plan = _plan(name, seed, (h, w))
+    out = plan.apply(image)
+    assert out.dtype == np.uint8
+    assert out.shape == ((40, 56, 3) if name == "resize" else (h, w, 3))
+    assert np.array_equal(out, plan.apply(image))
+
+
+# ---- each parameter has its intended effect, measured on a real face
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return cv2.PSNR(a, b)
+
+
+def _highfreq(img: np.ndarray) -> float:
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(np.abs(cv2.Laplacian(gray, cv2.CV_64F)).mean())
+
+
+def test_jpeg_quality_monotonic(face: np.ndarray) -> None:
+    psnrs = [_psnr(face, jpeg(face, q)) for q in (10, 30, 60, 95)]
+    assert psnrs == sorted(psnrs) and psnrs[-1] - psnrs[0] > 8
+
+
+def test_jpeg_keeps_colour_channels(face: np.ndarray) -> None:
+    # A red patch must stay red: catches RGB/BGR mix-ups in the encoder call.
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[..., 0] = 200
+    out = jpeg(img, 90).astype(int)
+    assert abs(out[..., 0].mean() - 200) < 3 and out[..., 2].mean() < 5
+    assert _psnr(face, jpeg(face, 95)) > 35
+
+
+def test_webp_quality_monotonic(face: np.ndarray) -> None:
+    psnrs = [_psnr(face, webp(face, q)) for q in (5, 50, 95)]
+    assert psnrs == sorted(psnrs)
+
+
+def test_downsample_factor_monotonic(face: np.ndarray) -> None:
+    psnrs = [_psnr(face, downsample(face, s)) for s in (8, 4, 2)]
+    assert psnrs == sorted(psnrs)
+    small = downsample(face, 4, keep_size=False)
+    assert small.shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize("blur,args", [
+    (gaussian_blur, [dict(sigma_x=s, sigma_y=s, angle=0, ksize=2 * int(3 * s) + 1) for s in (1, 3, 6)]),
+    (motion_blur, [dict(length=n, angle=30) for n in (3, 9, 21)]),
+    (defocus_blur, [dict(radius=r) for r in (1, 3, 7)]),
+])
+def test_blur_strength_reduces_high_frequencies(blur, args, face: np.ndarray) -> None:
+    energies = [_highfreq(face)] + [_highfreq(blur(face, **a)) for a in args]
+    assert energies == sorted(energies, reverse=True)
+    assert energies[-1] < 0.5 * energies[0]
+
+
+def test_anisotropic_blur_is_directional() -> None:
+    img = np.zeros((65, 65, 3), np.uint8)
+    img[32, 32] = 255
+    out = gaussian_blur(img, 6.0, 1.0, 0.0, 41)[..., 0].astype(float)
+    assert out[32, 32 + 8] > 5 * out[32 + 8, 32]  # spread along x (angle 0), not along y
+    rot = gaussian_blur(img, 6.0, 1.0, 90.0, 41)[..., 0].astype(float)
+    assert rot[32 + 8, 32] > 5 * rot[32, 32 + 8]
+
+
+def test_mosaic_blocks_are_constant(face: np.ndarray) -> None:
+    out = mosaic(face, 16)
+    tiles = out.reshape(32, 16, 32, 16, 3)
+    assert (tiles == tiles[:, :1, :, :1, :]).all()
+    block = face[16:32, 48:64].reshape(-1, 3).mean(0)
+    assert np.abs(out[16, 48].astype(float) - block).max() <= 0.5
+    edge = mosaic(face[:50, :50], 16)  # edge blocks are smaller and still constant
+    assert (edge[48:, 48:] == edge[48, 48]).all()
+
+
+@pytest.mark.parametrize("sigma", [5.0, 15.0, 30.0])
+def test_gaussian_noise_sigma_matches(sigma: float) -> None:
+    img = np.full((256, 256, 3), 128, np.uint8)
+    resid = gaussian_noise(img, sigma, seed=3).astype(float) - 128
+    assert abs(resid.std() - sigma) < 0.03 * sigma + 0.3
+    gray = gaussian_noise(img, sigma, seed=3, gray=True).astype(int)
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+
+
+def test_laplace_noise_scale_matches() -> None:
+    img = np.full((256, 256, 3), 128, np.uint8)
+    resid = laplace_noise(img, 10.0, seed=1).astype(float) - 128
+    assert abs(resid.std() - 10.0 * np.sqrt(2)) < 0.6  # Laplace std = b * sqrt(2)
+
+
+def test_poisson_noise_forms() -> None:
+    img = np.full((256, 256, 3), 128, np.uint8)
+    resid = poisson_noise(img, seed=1, lam=20.0).astype(float) - 128
+    assert abs(np.abs(resid).mean() - 20) < 0.5 and abs(resid.mean()) < 0.5  # |noise| ~ Poisson(20), signed
+    shot = poisson_noise(img, seed=1, scale=1.0).astype(float) - 128
+    assert abs(shot.std() - np.sqrt(128 * 255 / 256)) < 0.6  # shot noise: std = sqrt(level)
+    dark = poisson_noise(np.full((64, 64, 3), 4, np.uint8), seed=1, scale=1.0).astype(float) - 4
+    assert dark.std() < shot.std()
+
+
+def test_noise_patterns_are_many() -> None:
+    # albumentations' GaussNoise reuses a small pool of patterns; ours come from a 53-bit seed each.
+    img = np.full((32, 32, 3), 128, np.uint8)
+    outs = {gaussian_noise(img, 20.0, seed=s).tobytes() for s in range(200)}
+    assert len(outs) == 200
+
+
+def test_albumentations_op_is_seeded_and_strict(small_face: np.ndarray) -> None:
+    from facedeg.ops.args import ArgError
+    spec = OPS["albumentations"]({"transform": "GaussNoise", "args": {"std_range": [0.1, 0.2]}})
+    p = spec.sample(np.random.default_rng(0), small_face.shape[:2])
+    a = OPS["albumentations"].apply(small_face, **p)
+    assert np.array_equal(a, OPS["albumentations"].apply(small_face, **p))
+    with pytest.raises(ArgError, match="std_limit"):
+        OPS["albumentations"]({"transform": "GaussNoise", "args": {"std_limit": [0.1, 0.2]}})
+    with pytest.raises(ArgError, match="misalign"):
+        OPS["albumentations"]({"transform": "HorizontalFlip"})
+    with pytest.raises(ArgError, match="no albumentations transform"):
+        OPS["albumentations"]({"transform": "NoSuchThing"})
