@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import statistics
 from typing import Any
 
 import cv2
@@ -10,6 +13,46 @@ import numpy as np
 from facedeg.ops.args import ArgError, Number, Range
 from facedeg.ops.base import OpSpec, as_uint8
 from facedeg.seeds import draw_seed, rng_from
+
+# Noise is drawn by inverse-CDF lookup: each pixel and channel takes an independent 16-bit uniform
+# index into a table of the distribution's quantiles at (i + 0.5) / 65536. That is the exact
+# distribution quantised to 1/65536 in probability (Gaussian tails clipped beyond 4.3 sigma), with an
+# independent draw per pixel, and it is ~8x faster than numpy's normal sampler. (It is not
+# albumentations' GaussNoise shortcut, which reuses a small pool of whole noise fields.)
+_LEVELS = 1 << 16
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_table() -> np.ndarray:
+    inv = statistics.NormalDist().inv_cdf
+    return np.array([inv((i + 0.5) / _LEVELS) for i in range(_LEVELS)], np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _laplace_table() -> np.ndarray:
+    u = (np.arange(_LEVELS, dtype=np.float64) + 0.5) / _LEVELS
+    return np.where(u < 0.5, np.log(2 * u), -np.log(2 * (1 - u))).astype(np.float32)
+
+
+def _poisson_table(lam: float) -> np.ndarray:
+    """Signed Poisson(lam) quantiles: the first half positive, the second half negative."""
+    k = np.arange(int(lam + 12 * math.sqrt(lam) + 12), dtype=np.float64)
+    log_pmf = k * math.log(lam) - lam - np.array([math.lgamma(x + 1) for x in k]) if lam > 0 else -np.inf * k
+    cdf = np.cumsum(np.exp(log_pmf)) if lam > 0 else np.ones_like(k)
+    quantiles = np.minimum(np.searchsorted(cdf, (np.arange(_LEVELS) + 0.5) / _LEVELS), len(k) - 1)
+    magnitude = quantiles.astype(np.float32)
+    return np.concatenate([magnitude, -magnitude])
+
+
+def _draw(table: np.ndarray, seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 noise of ``shape``: independent uniform indices into ``table`` (length a power of two)."""
+    n = math.prod(shape)
+    rng = rng_from(seed)
+    if len(table) == _LEVELS:
+        idx = rng.integers(0, 1 << 32, (n + 1) // 2, dtype=np.uint32).view(np.uint16)[:n]
+    else:
+        idx = rng.integers(0, len(table), n, dtype=np.uint32)
+    return np.take(table, idx).reshape(shape)
 
 
 def _add(image: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -25,15 +68,12 @@ def _noise_shape(image: np.ndarray, gray: bool) -> tuple[int, int, int]:
 
 def gaussian_noise(image: np.ndarray, sigma: float, seed: int, gray: bool = False) -> np.ndarray:
     """Add N(0, sigma²) noise, per channel (or one gray field for all channels)."""
-    noise = rng_from(seed).standard_normal(_noise_shape(image, gray), dtype=np.float32)
-    noise *= np.float32(sigma)
-    return _add(image, noise)
+    return _add(image, _draw(_normal_table() * np.float32(sigma), seed, _noise_shape(image, gray)))
 
 
 def laplace_noise(image: np.ndarray, scale: float, seed: int, gray: bool = False) -> np.ndarray:
     """Add Laplace(0, scale) noise, per channel (or gray)."""
-    noise = rng_from(seed).laplace(0.0, scale, _noise_shape(image, gray)).astype(np.float32)
-    return _add(image, noise)
+    return _add(image, _draw(_laplace_table() * np.float32(scale), seed, _noise_shape(image, gray)))
 
 
 def poisson_noise(image: np.ndarray, seed: int, lam: float | None = None, scale: float | None = None,
@@ -43,18 +83,15 @@ def poisson_noise(image: np.ndarray, seed: int, lam: float | None = None, scale:
     ``lam``: the HiFaceGAN paper's form, Poisson(lam) magnitudes with a random sign, added per pixel.
     ``scale``: signal-dependent shot noise (8-bit photon counts), its deviation multiplied by ``scale``.
     """
-    rng = rng_from(seed)
     shape = _noise_shape(image, gray)
     if lam is not None:
-        magnitude = rng.poisson(lam, shape).astype(np.float32)
-        sign = rng.integers(0, 2, shape, dtype=np.int8).astype(np.float32) * 2 - 1
-        return _add(image, magnitude * sign)
+        return _add(image, _draw(_poisson_table(lam), seed, shape))
     if scale is None:
         raise ValueError("poisson_noise needs lam or scale")
     base = image.astype(np.float32)
     if gray:
         base = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None]
-    counts = rng.poisson(base * (256 / 255)).astype(np.float32) * (255 / 256)
+    counts = rng_from(seed).poisson(base * (256 / 255)).astype(np.float32) * np.float32(255 / 256)
     return as_uint8(image.astype(np.float32) + (counts - base) * np.float32(scale))
 
 

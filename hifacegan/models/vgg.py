@@ -1,0 +1,98 @@
+"""Frozen VGG19 feature extractor for the perceptual loss, loadable from a torchvision state dict.
+
+Weights are never downloaded: pass a local file saved as ``torch.save(vgg19.state_dict(), path)``
+(keys ``features.<i>.weight`` / ``features.<i>.bias``; ``classifier.*`` keys are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# torchvision's VGG19 ("E"): blocks of (width, number of 3x3 conv + ReLU), each followed by a 2x2 max pool.
+_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+# Indices in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+TAPS = (1, 6, 11, 20, 29)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_IGNORED_PREFIX = "classifier."
+_MAX_LISTED = 5
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+
+
+class VGG19Features(nn.Module):
+    """VGG19 conv stack; ``forward(x)`` with ``x`` in [-1, 1] returns relu1_1 ... relu5_1.
+
+    ImageNet mean/std normalisation is applied inside. The module is frozen: no parameter requires
+    grad and it stays in eval mode. Layer indices match torchvision's ``vgg19().features``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for width, n_convs in _BLOCKS:
+            for _ in range(n_convs):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGG19Features:
+        """Stay in eval mode whatever the caller asks: this is a fixed feature extractor."""
+        return super().train(False)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], source: str = "state dict") -> VGG19Features:
+        """Build from a torchvision-format VGG19 state dict; ValueError naming any bad keys."""
+        model = cls()
+        expected = model.state_dict()
+        given = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIX)}
+        missing = [k for k in expected if k not in given]
+        unexpected = [k for k in given if k not in expected]
+        mismatched = [
+            f"{k} {tuple(getattr(given[k], 'shape', ()))} != {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in given and (not isinstance(given[k], torch.Tensor) or given[k].shape != v.shape)
+        ]
+        problems = [
+            f"{name}: {_listing(keys)}"
+            for name, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", mismatched),
+            )
+            if keys
+        ]
+        if problems:
+            raise ValueError(f"{source} is not a torchvision VGG19 state dict; " + "; ".join(problems))
+        model.load_state_dict({k: given[k] for k in expected}, strict=True)
+        return model
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> VGG19Features:
+        """Load weights from a local file written by ``torch.save(state_dict, path)``."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+        return cls.from_state_dict(state, source=str(path))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = ((x + 1) / 2 - self.mean) / self.std
+        feats = []
+        for i, layer in enumerate(self.features[: TAPS[-1] + 1]):
+            x = layer(x)
+            if i in TAPS:
+                feats.append(x)
+        return feats
