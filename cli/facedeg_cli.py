@@ -24,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-recipes_app = typer.Typer(help="List the shipped recipes, or show one.", pretty_exceptions_enable=False)
+recipes_app = typer.Typer(help="List the shipped recipes, or show one.\n\nExamples: facedeg recipes; facedeg recipes show mixed",
+                          pretty_exceptions_enable=False)
 app.add_typer(recipes_app, name="recipes")
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Shipped recipe name (see `facedeg recipes`) or a YAML path.")]

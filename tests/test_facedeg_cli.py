@@ -82,3 +82,16 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
+
+
+def test_every_command_has_help_with_examples() -> None:
+    for cmd in (["recipes"], ["degrade"], ["preview"], ["recipes", "show"]):
+        res = runner.invoke(app, [*cmd, "--help"])
+        assert res.exit_code == 0, cmd
+        assert "Example" in res.output, cmd
+
+
+def test_facedeg_never_imports_torch() -> None:
+    code = ("import sys, facedeg, facedeg.preview, cli.facedeg_cli; "
+            "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -1,4 +1,8 @@
-"""The escape hatch: any pixel-level albumentations transform, validated strictly, seeded per sample."""
+"""The escape hatch: any pixel-level albumentations transform, validated strictly, seeded per sample.
+
+albumentations is imported only when a recipe uses this op: importing it also imports torch when
+torch is installed, and facedeg itself must stay light.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import functools
 import json
 from typing import Any
 
-import albumentations as A
 import numpy as np
-from albumentations.core.transforms_interface import ImageOnlyTransform
 
 from facedeg.ops.args import ArgError
 from facedeg.ops.base import OpSpec, as_uint8
@@ -16,7 +18,9 @@ from facedeg.seeds import draw_seed
 
 
 @functools.lru_cache(maxsize=64)
-def _build(transform: str, kwargs_json: str) -> ImageOnlyTransform:
+def _build(transform: str, kwargs_json: str) -> Any:
+    import albumentations as A
+
     kwargs = json.loads(kwargs_json)
     return getattr(A, transform)(**{"p": 1.0, **kwargs, "strict": True})
 
@@ -41,6 +45,9 @@ class Albumentations(OpSpec):
         unknown = sorted(set(raw) - {"transform", "args"})
         if unknown:
             raise ArgError(unknown[0], "unknown argument (valid: transform, args)")
+        import albumentations as A
+        from albumentations.core.transforms_interface import ImageOnlyTransform
+
         name, args = raw.get("transform"), raw.get("args") or {}
         cls = getattr(A, name, None) if isinstance(name, str) else None
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
