@@ -34,24 +34,26 @@ def _laplace_table() -> np.ndarray:
     return np.where(u < 0.5, np.log(2 * u), -np.log(2 * (1 - u))).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _log_factorials(n: int = 1024) -> np.ndarray:
+    return np.array([math.lgamma(k + 1) for k in range(n)])
+
+
 def _poisson_table(lam: float) -> np.ndarray:
-    """Signed Poisson(lam) quantiles: the first half positive, the second half negative."""
-    k = np.arange(int(lam + 12 * math.sqrt(lam) + 12), dtype=np.float64)
-    log_pmf = k * math.log(lam) - lam - np.array([math.lgamma(x + 1) for x in k]) if lam > 0 else -np.inf * k
-    cdf = np.cumsum(np.exp(log_pmf)) if lam > 0 else np.ones_like(k)
-    quantiles = np.minimum(np.searchsorted(cdf, (np.arange(_LEVELS) + 0.5) / _LEVELS), len(k) - 1)
-    magnitude = quantiles.astype(np.float32)
+    """Signed Poisson(lam) quantiles in one 16-bit table: 32,768 positive levels, then their negatives."""
+    half = _LEVELS // 2
+    if lam <= 0:
+        return np.zeros(_LEVELS, np.float32)
+    k = np.arange(min(int(lam + 12 * math.sqrt(lam) + 12), 1024))
+    cdf = np.cumsum(np.exp(k * math.log(lam) - lam - _log_factorials()[: len(k)]))
+    magnitude = np.minimum(np.searchsorted(cdf, (np.arange(half) + 0.5) / half), len(k) - 1).astype(np.float32)
     return np.concatenate([magnitude, -magnitude])
 
 
 def _draw(table: np.ndarray, seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 noise of ``shape``: independent uniform indices into ``table`` (length a power of two)."""
+    """float32 noise of ``shape``: independent 16-bit uniform indices into ``table`` (65,536 entries)."""
     n = math.prod(shape)
-    rng = rng_from(seed)
-    if len(table) == _LEVELS:
-        idx = rng.integers(0, 1 << 32, (n + 1) // 2, dtype=np.uint32).view(np.uint16)[:n]
-    else:
-        idx = rng.integers(0, len(table), n, dtype=np.uint32)
+    idx = rng_from(seed).integers(0, 1 << 32, (n + 1) // 2, dtype=np.uint32).view(np.uint16)[:n]
     return np.take(table, idx).reshape(shape)
 
 
