@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,18 +183,18 @@ def _png_is_rgb8(data: bytes) -> bool:
 
 # --------------------------------------------------------------------------- crop and resize
 
-_FACE_CASCADE: cv2.CascadeClassifier | None = None
+_LOCAL = threading.local()  # one cascade per thread: detectMultiScale is not documented as thread-safe
 
 
 def _face_cascade() -> cv2.CascadeClassifier:
-    global _FACE_CASCADE
-    if _FACE_CASCADE is None:
+    cascade = getattr(_LOCAL, "cascade", None)
+    if cascade is None:
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise ImageError(f"{path}: cannot load OpenCV's face cascade")
-        _FACE_CASCADE = cascade
-    return _FACE_CASCADE
+        _LOCAL.cascade = cascade
+    return cascade
 
 
 def detect_face(rgb: np.ndarray, max_side: int = 640) -> tuple[int, int, int, int] | None:
@@ -282,16 +283,28 @@ def crop_and_resize(rgb: np.ndarray, size: int, crop: str = "center") -> tuple[n
 # --------------------------------------------------------------------------- shard encode/decode
 
 
-def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
-    """Lossless PNG bytes of an RGB ``uint8`` image (``level`` 0-9: zlib effort)."""
-    ok, buf = cv2.imencode(".png", _bgr(rgb), [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
+def _png_params(level: int | None) -> list[int]:
+    if level is not None:
+        return [cv2.IMWRITE_PNG_COMPRESSION, int(level)]
+    # Shard profile: Huffman-only deflate with the AVG filter on every row. At 512x512 on one core this
+    # encodes ~2.6x and decodes ~1.6x faster than zlib level 1 with adaptive filters, at about the same size.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
+    return params
+
+
+def encode_png(rgb: np.ndarray, level: int | None = None) -> bytes:
+    """Lossless PNG bytes of an RGB ``uint8`` image. ``level`` 0-9 picks zlib effort with adaptive
+    filters; ``None`` (default) is the fast shard profile (Huffman-only, AVG filter)."""
+    ok, buf = cv2.imencode(".png", _bgr(rgb), _png_params(level))
     if not ok:
         raise ImageError("<encode>: PNG encoding failed")
     return buf.tobytes()
 
 
-def encode(rgb: np.ndarray, fmt: str, png_level: int = 1, quality: int = 95) -> bytes:
-    """Encode as ``png`` (lossless), ``jpg`` or ``webp`` (lossy at ``quality``)."""
+def encode(rgb: np.ndarray, fmt: str, png_level: int | None = None, quality: int = 95) -> bytes:
+    """Encode as ``png`` (lossless, see :func:`encode_png`), ``jpg`` or ``webp`` (lossy at ``quality``)."""
     if fmt == "png":
         return encode_png(rgb, png_level)
     if fmt == "jpg":

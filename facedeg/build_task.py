@@ -1,0 +1,241 @@
+"""One shard task: read its sources, crop/resize, degrade each variant, write the tar atomically.
+
+This is the unit of work that joblib processes or Dask workers run. It depends only on its
+arguments (plain picklable data) and writes only ``OUT/{name}`` and the task's state file, so the
+same task gives the same bytes on any worker, in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import facedeg
+from facedeg.build_inputs import Source
+from facedeg.errors import BuildError, ImageError
+from facedeg.imageio import crop_and_resize, decode, decode_image_ex, encode, encode_png, psnr
+from facedeg.recipe import Recipe
+from facedeg.seeds import derive_seed
+from facedeg.shards import ShardWriter, atomic_file, write_json_atomic
+
+STATE_DIR = ".facedeg-build"
+STAGES = ("read", "degrade", "encode_hq", "encode_lq", "write")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Settings shared by every task of a build (everything that decides the bytes)."""
+
+    out: str
+    recipe: dict
+    recipe_hash: str
+    seed: int
+    size: int
+    crop: str
+    hq_format: str
+    max_pixels: int
+    png_level: int | None
+    passthrough: bool
+    strict: bool
+
+
+@dataclass(frozen=True)
+class Pair:
+    key: str
+    source: int  # index into ShardTask.sources
+    variant: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    name: str
+    split: str
+    sources: tuple[Source, ...]
+    pairs: tuple[Pair, ...] = field(default_factory=tuple)
+
+
+def state_dir(out: str | Path) -> Path:
+    return Path(out) / STATE_DIR
+
+
+def result_path(out: str | Path, name: str) -> Path:
+    return state_dir(out) / "shards" / (name + ".json")
+
+
+def progress_path(out: str | Path, name: str) -> Path:
+    return state_dir(out) / "progress" / name
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def _recipe(job: Job) -> Recipe:
+    recipe = _RECIPES.get(job.recipe_hash)
+    if recipe is None:
+        recipe = Recipe.from_dict(job.recipe, source="<build manifest>")
+        if recipe.hash != job.recipe_hash:
+            raise BuildError(f"recipe rebuilt on the worker has hash {recipe.hash[:12]}, expected {job.recipe_hash[:12]}")
+        _RECIPES[job.recipe_hash] = recipe
+    return recipe
+
+
+class _Progress:
+    """Tells the main process how many pairs this task has handled, via a small file in the state dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.done, self.last = path, 0, 0.0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last > 0.2:
+            self.last = now
+            try:
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text(str(self.done))
+                tmp.replace(self.path)
+            except OSError:
+                pass  # progress is cosmetic
+
+
+def run_shard(task: ShardTask, job: Job) -> dict:
+    """Build one shard; return its result (also stored as the task's state file) plus stage timings."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one process = one core; also keeps results independent of thread count
+    try:
+        return _run(task, job)
+    except OSError as e:  # reading sources maps to ImageError, so this is writing into OUT
+        where = e.filename or Path(job.out) / task.name
+        raise BuildError(
+            f"cannot write {where}: {e.strerror or e} (with Dask, OUT must be on a file system every worker shares)"
+        ) from None
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _run(task: ShardTask, job: Job) -> dict:
+    recipe = _recipe(job)
+    out = Path(job.out)
+    stats = dict.fromkeys(STAGES, 0.0)
+    progress = _Progress(progress_path(out, task.name))
+    skipped: dict[str, str] = {}
+    cache: tuple[int, dict] | None = None
+    used_sources: set[str] = set()
+    with atomic_file(out / task.name) as f:
+        writer = ShardWriter(f)
+        for pair in task.pairs:
+            src = task.sources[pair.source]
+            if src.rel in skipped:
+                progress.step()
+                continue
+            if cache is None or cache[0] != pair.source:
+                try:
+                    cache = (pair.source, _prepare(src, job, stats))
+                except ImageError as e:
+                    if job.strict:
+                        raise BuildError(f"{e} (stopped by --strict)") from None
+                    skipped[src.rel] = str(e).removeprefix(f"{src.rel}: ")
+                    progress.step()
+                    continue
+            hq = cache[1]
+            used_sources.add(src.rel)
+            members = _pair_members(pair, task.split, src, hq, recipe, job, stats)
+            t0 = time.perf_counter()
+            writer.add(pair.key, members)
+            stats["write"] += time.perf_counter() - t0
+            progress.step()
+        t0 = time.perf_counter()
+        writer.close()
+        result = {
+            "name": task.name,
+            "split": task.split,
+            "samples": writer.count,
+            "sources": sorted(used_sources),
+            "bytes": writer.size,
+            "sha256": writer.sha256,
+            "md5": writer.md5,
+            "skipped": [{"source": k, "reason": v} for k, v in sorted(skipped.items())],
+            "facedeg_version": facedeg.__version__,
+        }
+        # the state file goes first: once the tar has its final name, the shard is done
+        write_json_atomic(result_path(out, task.name), result)
+    stats["write"] += time.perf_counter() - t0  # includes fsync and rename
+    return {**result, "stats": stats, "pairs_planned": len(task.pairs)}
+
+
+def _prepare(src: Source, job: Job, stats: dict) -> dict:
+    """Read, decode, crop/resize and encode the HQ of one source (shared by its variants)."""
+    t_read = time.perf_counter()
+    data = src.read()
+    sha = hashlib.sha256(data).hexdigest()
+    decoded = decode_image_ex(data, src.rel, job.max_pixels)
+    hq, crop = crop_and_resize(decoded.rgb, job.size, job.crop)
+    h, w = decoded.rgb.shape[:2]
+    untouched = hq is decoded.rgb or (hq.shape == decoded.rgb.shape and crop["box"] == [0, 0, w, h])
+    t0 = time.perf_counter()
+    stats["read"] += t0 - t_read
+    passthrough = job.passthrough and job.hq_format == "png" and decoded.plain_png and untouched
+    if passthrough:
+        hq_bytes = data
+    else:
+        hq_bytes = encode(hq, job.hq_format, job.png_level)
+        if job.hq_format != "png":  # lossy HQ: degrade what readers will decode, so replay holds
+            hq = decode(hq_bytes, src.rel)
+    stats["encode_hq"] += time.perf_counter() - t0
+    return {
+        "rgb": hq,
+        "bytes": hq_bytes,
+        "passthrough": passthrough,
+        "crop": crop,
+        "source_size": [w, h],
+        "sha256": sha,
+    }
+
+
+def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe, job: Job, stats: dict) -> dict:
+    t0 = time.perf_counter()
+    seed = derive_seed(job.seed, pair.key)
+    plan = recipe.sample(seed, (job.size, job.size))
+    lq = plan.apply(hq["rgb"])
+    t1 = time.perf_counter()
+    lq_bytes = encode_png(lq, job.png_level)
+    stats["degrade"] += t1 - t0
+    stats["encode_lq"] += time.perf_counter() - t1
+    meta = {
+        "key": pair.key,
+        "split": split,
+        "variant": pair.variant,
+        "seed": seed,
+        "plan": plan.to_json(),
+        "summary": plan.summary(),
+        "branch": branch_of(plan.ops_fired()),
+        "psnr": psnr(hq["rgb"], lq),
+        "source": src.rel,
+        "source_sha256": hq["sha256"],
+        "source_size": hq["source_size"],
+        "crop": hq["crop"],
+        "size": job.size,
+        "hq": {"format": job.hq_format, "passthrough": hq["passthrough"]},
+        "recipe_hash": job.recipe_hash,
+    }
+    text = json.dumps(meta, sort_keys=True, ensure_ascii=True, allow_nan=False)
+    return {f"hq.{job.hq_format}": hq["bytes"], "lq.png": lq_bytes, "json": text.encode("utf-8")}
+
+
+def branch_of(ops: list[str]) -> str:
+    """The recipe branch a plan took, as the sorted set of ops that fired (order-free)."""
+    return "+".join(sorted(set(ops))) or "identity"
+
+
+def hq_array(members: dict[str, bytes], name: str) -> np.ndarray:
+    """Decode the HQ member of a stored sample (any accepted extension)."""
+    for suffix in ("hq.png", "hq.jpg", "hq.webp"):
+        if suffix in members:
+            return decode(members[suffix], f"{name}.{suffix}")
+    raise BuildError(f"{name}: sample has no hq.png/hq.jpg/hq.webp member")
