@@ -1,0 +1,159 @@
+"""HiFaceGAN training throughput: images/s, data-wait fraction and peak GPU memory, plus the loader alone.
+
+It runs the real trainer (`hifacegan.train.train`) on shards that `facedeg build` writes from the bundled
+faces, so the numbers include the loader, the flip on the device and the logging.
+
+    python benchmarks/bench_train.py                       # GPU: the full grid; CPU: a reduced CPU part
+    python benchmarks/bench_train.py --ngf 64 --batch 2 8 --compile off on --md BENCH.md
+
+GPU grid (defaults): ngf 48/64 at 512, batch 1/2/4/8, bf16/fp32, compile off/on, 8 loader workers.
+CPU part (no GPU, or --cpu): 128x128, ngf 16, batch 1/2, fp32, no compile, 2 workers.
+Each training row: `--warmup` steps (not timed: cuDNN autotuning, compilation), then `--steps` timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hifacegan.config import resolve_config  # noqa: E402
+from hifacegan.data import train_loader  # noqa: E402
+from hifacegan.train import train  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} logical cores (load average {load} at the start); {gpu}; "
+            f"torch {torch.__version__}; Python {platform.python_version()}")
+
+
+def build_shards(out: Path, size: int) -> Path:
+    """~64 pairs from the bundled faces with the `mixed` recipe (the real builder)."""
+    if (out / "dataset.json").is_file():
+        return out
+    cmd = [sys.executable, "-m", "cli.facedeg_cli", "build", "--recipe", "mixed", "--out", str(out), "--size",
+           str(size), "--shard-size", "8", "--seed", "0", "--workers", str(min(8, os.cpu_count() or 1))]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, precision: str, compile: bool,
+                warmup: int, steps: int, workers: int) -> dict:
+    cfg = resolve_config(None, dict(data=str(shards), out=str(tmp / "run"), size=size, ngf=ngf, ndf=64,
+                                    batch_size=batch, max_steps=warmup + steps, log_every=warmup,
+                                    ckpt_every=10**9, sample_every=10**9, val_every=10**9, workers=workers,
+                                    precision=precision, compile=compile, epoch_steps=warmup + steps))
+    row = {"size": size, "ngf": ngf, "batch": batch, "precision": precision, "compile": compile}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        torch._dynamo.reset()  # each row compiles its own models
+        train(cfg, progress=False)
+    except torch.OutOfMemoryError:
+        return {**row, "img_per_s": None, "data_wait": None, "peak_mem_gb": "OOM"}
+    finally:
+        for p in (tmp / "run" / "checkpoints").glob("*.pt"):
+            p.unlink()
+    logs = [json.loads(ln) for ln in (tmp / "run" / "log.jsonl").read_text().splitlines()]
+    timed = [r for r in logs if r.get("event") == "train"][-(steps // warmup):]  # windows after warm-up
+    (tmp / "run" / "log.jsonl").unlink()
+    return {**row, "img_per_s": sum(r["img_per_s"] for r in timed) / len(timed),
+            "data_wait": f"{100 * sum(r['data_wait'] for r in timed) / len(timed):.1f}%",
+            "peak_mem_gb": timed[-1].get("peak_mem_gb")}
+
+
+def bench_loader(shards: Path, *, size: int, workers: int, batch: int = 8, batches: int = 24) -> float:
+    """Samples/s of the training loader alone (after its first batch: worker start-up not counted)."""
+    loader = iter(train_loader(str(shards), size, batch, steps=batches + 1, workers=workers, seed=0, epoch=0))
+    next(loader)
+    t0 = time.perf_counter()
+    n = sum(len(b["keys"]) for b in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v: object) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return f"{v:.2f}" if isinstance(v, float) else "—" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true", help="run the reduced CPU part even when a GPU is present")
+    ap.add_argument("--size", type=int)
+    ap.add_argument("--ngf", type=int, nargs="+")
+    ap.add_argument("--batch", type=int, nargs="+")
+    ap.add_argument("--precision", nargs="+", choices=["bf16", "fp32"])
+    ap.add_argument("--compile", nargs="+", choices=["off", "on"])
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--steps", type=int, help="timed steps (a multiple of --warmup)")
+    ap.add_argument("--loader-workers", type=int, nargs="+")
+    ap.add_argument("--loader-size", type=int, nargs="+")
+    ap.add_argument("--md", type=Path, help="also write the results as Markdown here")
+    args = ap.parse_args()
+
+    gpu = torch.cuda.is_available() and not args.cpu
+    d = (dict(size=512, ngf=[48, 64], batch=[1, 2, 4, 8], precision=["bf16", "fp32"], compile=["off", "on"],
+              workers=8, warmup=10, steps=20, loader_workers=[2, 8], loader_size=[512]) if gpu else
+         dict(size=128, ngf=[16], batch=[1, 2], precision=["fp32"], compile=["off"], workers=2, warmup=3,
+              steps=9, loader_workers=[0, 2], loader_size=[128, 512]))
+    opt = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in d.items()}
+    if opt["steps"] % opt["warmup"]:
+        ap.error("--steps must be a multiple of --warmup")
+    where = machine()
+    print(f"machine: {where}", flush=True)
+    rows, loader_rows = [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for size in opt["loader_size"]:
+            shards = build_shards(tmp / f"shards{size}", size)
+            for w in opt["loader_workers"]:
+                loader_rows.append({"size": size, "workers": w,
+                                    "samples_per_s": bench_loader(shards, size=size, workers=w)})
+                print(loader_rows[-1], flush=True)
+        shards = build_shards(tmp / f"shards{opt['size']}", opt["size"])
+        for ngf in opt["ngf"]:
+            for comp in opt["compile"]:
+                for prec in opt["precision"]:
+                    for batch in opt["batch"]:
+                        rows.append(bench_train(shards, tmp, size=opt["size"], ngf=ngf, batch=batch, precision=prec,
+                                                compile=comp == "on", warmup=opt["warmup"], steps=opt["steps"],
+                                                workers=opt["workers"]))
+                        print(rows[-1], flush=True)
+    device = torch.cuda.get_device_name(0) if gpu else "CPU (reduced part: GPU numbers need a GPU)"
+    md = (f"### Training throughput — {device}\n\nMachine: {where}\n\n"
+          f"{opt['warmup']} warm-up + {opt['steps']} timed steps per row, {opt['workers']} loader workers, "
+          f"shards from `facedeg build --recipe mixed` at {opt['size']}px.\n\n"
+          + table(rows, ["size", "ngf", "batch", "precision", "compile", "img_per_s", "data_wait", "peak_mem_gb"])
+          + "\n\n#### Loader alone (batches of 8)\n\n" + table(loader_rows, ["size", "workers", "samples_per_s"]) + "\n")
+    print("\n" + md)
+    if args.md:
+        args.md.write_text(md)
+
+
+if __name__ == "__main__":
+    main()

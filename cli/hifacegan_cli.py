@@ -1,0 +1,129 @@
+"""The ``hifacegan`` command: train, restore, eval. Thin: parse options, call hifacegan.*, map errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import run_app, user_errors
+from hifacegan.config import HiFaceGANError, TrainConfig
+
+app = typer.Typer(
+    name="hifacegan",
+    help="Train HiFaceGAN on facedeg shards (one GPU or torchrun DDP), restore faces, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+errors = user_errors(HiFaceGANError)
+DEFAULTS = TrainConfig()
+
+
+@app.command(epilog="Examples:\n\n"
+             "  hifacegan train --data shards/ --out runs/ffhq --size 512 --ngf 48\n\n"
+             "  hifacegan train --data 'hq-{000000..000099}.tar' --degrade mixed --out runs/otf\n\n"
+             "  hifacegan train --config cfg.yaml --out runs/ffhq --resume\n\n"
+             "  torchrun --nproc-per-node 8 -m cli.hifacegan_cli train --data shards/ --out runs/ddp")
+@errors
+def train(
+    data: Annotated[str | None, typer.Option(help="Dataset DIR (its dataset.json train shards), shard "
+                                             "pattern 'train-{000000..000099}.tar', or an image folder with --degrade.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory: checkpoints/, log.jsonl, samples/.")] = None,
+    val_data: Annotated[str | None, typer.Option(help="Validation shards (default: DIR's val shards).")] = None,
+    size: Annotated[int | None, typer.Option(help=f"Image size, a multiple of 32 (default {DEFAULTS.size}).")] = None,
+    ngf: Annotated[int | None, typer.Option(help=f"Generator width (default {DEFAULTS.ngf}).")] = None,
+    variant: Annotated[str | None, typer.Option(help=f"hifacegan | lipspade (default {DEFAULTS.variant}).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Batch size per GPU/process (default {DEFAULTS.batch_size}).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help=f"Training steps (default {DEFAULTS.max_steps}).")] = None,
+    workers: Annotated[int | None, typer.Option(help=f"Loader worker processes per GPU (default {DEFAULTS.workers}).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of options (CLI options override it).")] = None,
+    resume: Annotated[bool | None, typer.Option("--resume", help="Continue from OUT/checkpoints/latest.pt.")] = None,
+    degrade: Annotated[str | None, typer.Option(help="Degrade HQ on the fly with this facedeg recipe.")] = None,
+    vgg_weights: Annotated[str | None, typer.Option(help="Local torchvision VGG19 state dict for the "
+                                                    "perceptual loss (without it: L1 pixel loss).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile G and D.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option(help=f"Checkpoint every N steps (default {DEFAULTS.ckpt_every}).")] = None,
+    log_every: Annotated[int | None, typer.Option(help=f"Log every N steps (default {DEFAULTS.log_every}).")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Seed for init, data order and flips (default {DEFAULTS.seed}).")] = None,
+) -> None:
+    """Train HiFaceGAN from facedeg shards (streamed). Under torchrun, runs DDP (NCCL on GPU, gloo on CPU)."""
+    overrides = {k: v for k, v in locals().items() if k != "config"}
+    from hifacegan.config import resolve_config
+    from hifacegan.dist import env_world
+    from hifacegan.train import train as run
+
+    cfg = resolve_config(config, overrides)
+    result = run(cfg)
+    if result.get("step") and env_world()[0] == 0:
+        typer.echo(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
+
+
+@app.command(epilog="Examples:\n\n"
+             "  hifacegan restore photo.jpg --checkpoint runs/ffhq/checkpoints/latest.pt --out restored/\n\n"
+             "  hifacegan restore faces/ --checkpoint model.pt --out restored/ --device cpu")
+@errors
+def restore(
+    input: Annotated[Path, typer.Argument(help="An image file or a folder of images (any size).")],
+    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (e.g. RUN/checkpoints/latest.pt).")],
+    out: Annotated[Path, typer.Option(help="Output folder (PNG files, same relative names).")],
+    device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+) -> None:
+    """Restore face images with a trained generator; unreadable files are skipped with a message."""
+    from rich.progress import Progress
+
+    from hifacegan.restore import load_generator, pick_device, restore_files
+
+    G, info = load_generator(checkpoint, pick_device(device))
+    with Progress(transient=True) as bar:
+        task = bar.add_task("restore", total=None)
+        result = restore_files(G, input, out, lambda i, n, name: bar.update(task, completed=i, total=n))
+    for s in result["skipped"]:
+        typer.echo(f"skipped: {s['reason']}", err=True)
+    typer.echo(f"restored {len(result['written'])} image(s) into {out} "
+               f"(model step {info['step']}, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
+
+
+@app.command(name="eval", epilog="Examples:\n\n"
+             "  hifacegan eval --checkpoint runs/ffhq/checkpoints/latest.pt --data shards/\n\n"
+             "  hifacegan eval --checkpoint model.pt --data 'val-{000000..000003}.tar' --json eval.json")
+@errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint.")],
+    data: Annotated[str, typer.Option(help="Dataset DIR (its val shards) or a paired shard pattern.")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N samples.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+) -> None:
+    """PSNR, SSIM (11x11 Gaussian, sigma 1.5) and MS-SSIM of LQ and restored output against HQ."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hifacegan.restore import evaluate as run_eval
+    from hifacegan.restore import format_table, load_generator, pick_device, write_json
+
+    G, info = load_generator(checkpoint, pick_device(device))
+    result = {"checkpoint": str(checkpoint), "model": info, **run_eval(G, data, batch_size, limit)}
+    console = Console(soft_wrap=True)
+    console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, "
+                  f"{info['variant']} ngf {info['ngf']} at {info['size']}px)", highlight=False)
+    table = Table()
+    for col in ("metric", "LQ", "restored"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for row in format_table(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(result["note"], highlight=False)
+    if json_path:
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}", highlight=False)
+
+
+def main() -> None:
+    run_app(app, "hifacegan")
+
+
+if __name__ == "__main__":
+    main()

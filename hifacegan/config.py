@@ -1,0 +1,176 @@
+"""Training configuration: one dataclass, filled from defaults, then a YAML file, then CLI options.
+
+>>> cfg = resolve_config(None, {"data": "shards/", "out": "runs/x", "size": 64, "ngf": 8})
+>>> cfg.size, cfg.ngf, cfg.lr_g
+(64, 8, 0.0001)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class HiFaceGANError(Exception):
+    """A user-facing error whose message is one complete line (the CLI prints it and exits 2)."""
+
+
+class ConfigError(HiFaceGANError):
+    """An invalid configuration value or file."""
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = ""  # DIR with dataset.json, or shard URLs / brace pattern / glob
+    out: str = ""  # run directory (checkpoints/, log.jsonl, samples/)
+    val_data: str | None = None  # default: DIR's val shards when --data is a DIR
+    degrade: str | None = None  # on-the-fly: facedeg recipe applied to HQ-only shards or an image folder
+    workers: int = 4
+    shuffle_buffer: int = 256
+    epoch_steps: int | None = None  # batches per loader epoch (per rank); default: ckpt_every
+    # model
+    variant: str = "hifacegan"
+    size: int = 512
+    ngf: int = 48
+    norm: str = "instance"
+    ndf: int = 64
+    d_layers: int = 4
+    num_d: int = 2
+    # optimisation
+    batch_size: int = 2  # per rank
+    max_steps: int = 250_000
+    decay_start: float = 0.6  # fraction of max_steps after which the LR decays linearly to 0
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    gan_mode: str = "lsgan"
+    w_gan: float = 1.0
+    w_feat: float = 10.0
+    w_vgg: float = 10.0
+    w_l1: float = 10.0  # pixel L1, used only when there is no VGG
+    vgg_weights: str | None = None
+    # runtime
+    seed: int = 0
+    device: str = "auto"  # auto | cuda | cpu
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    resume: bool = False
+    # logging and checkpoints
+    log_every: int = 50
+    ckpt_every: int = 2000
+    keep_ckpts: int = 3
+    sample_every: int = 1000  # PNG grid of a fixed val batch
+    val_every: int = 2000  # val PSNR/SSIM
+    val_samples: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+CHOICES = {
+    "variant": ("hifacegan", "lipspade"),
+    "norm": ("instance", "batch", "syncbatch"),
+    "gan_mode": ("lsgan", "hinge"),
+    "device": ("auto", "cuda", "cpu"),
+    "precision": ("auto", "bf16", "fp32"),
+    "channels_last": ("auto", "on", "off"),
+}
+POSITIVE = ("workers", "size", "ngf", "ndf", "d_layers", "num_d", "batch_size", "max_steps", "log_every",
+            "ckpt_every", "keep_ckpts", "sample_every", "val_every", "shuffle_buffer")
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> None:
+    fields = _fields()
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{raw_key}' (valid keys: {', '.join(sorted(fields))})")
+        default = getattr(TrainConfig(), key)
+        try:
+            value = _coerce(value, default, key)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: key '{raw_key}': {exc}") from None
+        setattr(cfg, key, value)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if value is None:
+        return None
+    if key == "betas":
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ValueError(f"expected two numbers, got {value!r}")
+        return (float(value[0]), float(value[1]))
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int) or key == "epoch_steps":
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str | Path):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    if not cfg.data:
+        raise ConfigError("no training data: pass --data DIR|PATTERN (or 'data:' in the config file)")
+    if not cfg.out:
+        raise ConfigError("no run directory: pass --out RUN_DIR (or 'out:' in the config file)")
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got '{getattr(cfg, key)}'")
+    for key in POSITIVE:
+        value = getattr(cfg, key)
+        if value < (0 if key == "workers" else 1):
+            raise ConfigError(f"{key} must be {'>= 0' if key == 'workers' else 'positive'}, got {value}")
+    if cfg.size % 32 != 0 or cfg.size < 64:
+        raise ConfigError(f"size must be a multiple of 32 and at least 64, got {cfg.size}")
+    if cfg.epoch_steps is not None and cfg.epoch_steps < 1:
+        raise ConfigError(f"epoch_steps must be positive, got {cfg.epoch_steps}")
+    if not 0.0 <= cfg.decay_start <= 1.0:
+        raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
+    if cfg.vgg_weights and not Path(cfg.vgg_weights).is_file():
+        raise ConfigError(f"--vgg-weights: file not found: {cfg.vgg_weights}")
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of option: value at the top level")
+    return data
+
+
+def resolve_config(config_file: str | Path | None, overrides: dict[str, Any], source: str = "option") -> TrainConfig:
+    """Defaults, then the YAML file, then `overrides` (CLI options that were given; None means not given)."""
+    cfg = TrainConfig()
+    if config_file is not None:
+        _apply(cfg, load_yaml(config_file), str(config_file))
+    _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, source)
+    return validate(cfg)

@@ -1,0 +1,150 @@
+"""Use a trained generator: restore images of any size, and evaluate on paired shards.
+
+>>> # G, info = load_generator("runs/x/checkpoints/latest.pt")
+>>> # out = restore_image(G, rgb_uint8)            # same size as the input
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from facedeg import imageio
+from facedeg.errors import ImageError
+from hifacegan.config import HiFaceGANError
+from hifacegan.data import IMAGE_EXTS, check_source, val_batches
+from hifacegan.metrics import ms_ssim, psnr, ssim
+from hifacegan.models import build_generator
+from hifacegan.train import load_checkpoint, load_state
+
+NO_BACKBONES = "not available without local backbone weight files (nothing is downloaded)"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HiFaceGANError("--device cuda: no CUDA device is available")
+    return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the generator from the architecture stored in a training checkpoint; eval mode."""
+    ck = load_checkpoint(path)
+    arch = ck["config"].get("generator")
+    if not isinstance(arch, dict):
+        raise HiFaceGANError(f"{path}: checkpoint has no generator architecture")
+    G = build_generator(**arch)
+    load_state(G, ck["G"], "generator", path)
+    return G.to(device).eval(), {"step": int(ck.get("step", 0)), **arch}
+
+
+def _autocast(device: torch.device) -> Any:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def run_generator(G: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 1]."""
+    device = next(G.parameters()).device
+    x = lq.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with _autocast(device):
+        y = G(x)
+    return ((y.float() + 1) / 2).clamp(0, 1)
+
+
+def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
+    """Restore one uint8 HxWx3 RGB image of any size: fit its longer side to the model size, pad the
+    rest by reflection, run G, crop the padding off and resize back to the input size."""
+    size = G.config["size"]
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = imageio.resize(rgb, sw, sh)
+    top, left = (size - sh) // 2, (size - sw) // 2
+    mode = cv2.BORDER_REFLECT_101 if min(sh, sw) > 1 else cv2.BORDER_REPLICATE
+    padded = cv2.copyMakeBorder(small, top, size - sh - top, left, size - sw - left, mode)
+    out = run_generator(G, torch.from_numpy(padded)[None])[0]
+    out = (out * 255).round().byte().permute(1, 2, 0).cpu().numpy()[top:top + sh, left:left + sw]
+    return imageio.resize(np.ascontiguousarray(out), w, h)
+
+
+def list_inputs(path: str | Path) -> tuple[Path, list[Path]]:
+    """(root, files): one image file, or every image under a folder (recursive, sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return p.parent, [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise HiFaceGANError(f"{p}: no image files found")
+        return p, files
+    raise HiFaceGANError(f"input not found: {p}")
+
+
+def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Path,
+                  on_progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Restore an image or a folder into out_dir (PNG, same relative names). Unreadable files are skipped."""
+    root, files = list_inputs(input_path)
+    out_dir = Path(out_dir)
+    written, skipped = [], []
+    for i, f in enumerate(files):
+        try:
+            rgb = imageio.read_image(f)
+        except ImageError as exc:
+            skipped.append({"file": str(f), "reason": str(exc)})
+        else:
+            dest = (out_dir / f.relative_to(root)).with_suffix(".png")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(dest), cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR))
+            written.append(str(dest))
+        if on_progress:
+            on_progress(i + 1, len(files), f.name)
+    return {"written": written, "skipped": skipped}
+
+
+def _batches(spec: str, size: int, batch_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
+    check_source(spec, "val")
+    yield from val_batches(spec, size, batch_size, limit=limit if limit is not None else 1 << 62)
+
+
+def evaluate(G: torch.nn.Module, data: str, batch_size: int = 8, limit: int | None = None,
+             on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Mean PSNR / SSIM / MS-SSIM of LQ and of the restored output against HQ on paired shards
+    (`data`: a dataset DIR (its val shards) or a shard pattern)."""
+    names = ("psnr", "ssim", "ms_ssim")
+    sums = {f"{n}_{w}": 0.0 for w in ("lq", "restored") for n in names}
+    count = 0
+    for batch in _batches(data, G.config["size"], batch_size, limit):
+        hq = batch["hq"].permute(0, 3, 1, 2).double() / 255
+        images = {"lq": batch["lq"].permute(0, 3, 1, 2).double() / 255,
+                  "restored": run_generator(G, batch["lq"]).cpu().double()}
+        for which, img in images.items():
+            sums[f"psnr_{which}"] += psnr(img, hq).clamp(max=100).sum().item()
+            sums[f"ssim_{which}"] += ssim(img, hq).sum().item()
+            sums[f"ms_ssim_{which}"] += ms_ssim(img, hq).sum().item()
+        count += len(hq)
+        if on_progress:
+            on_progress(count)
+    if count == 0:
+        raise HiFaceGANError(f"{data}: no usable samples to evaluate")
+    metrics = {k: round(v / count, 4) for k, v in sums.items()}
+    return {"data": str(data), "samples": count, "metrics": metrics, "lpips": None, "fid": None,
+            "note": f"LPIPS, FID: {NO_BACKBONES}"}
+
+
+def format_table(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Rows (metric, LQ, restored) for printing."""
+    m = result["metrics"]
+    return [(label, f"{m[f'{key}_lq']:.{digits}f}", f"{m[f'{key}_restored']:.{digits}f}")
+            for label, key, digits in (("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("MS-SSIM", "ms_ssim", 4))]
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")

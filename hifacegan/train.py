@@ -1,0 +1,397 @@
+"""HiFaceGAN training loop: one GPU, `torchrun` DDP, or CPU for tests.
+
+    hifacegan train --data shards/ --out runs/ffhq512 --ngf 48 --batch-size 2
+    torchrun --nproc-per-node 8 -m cli.hifacegan_cli train --data shards/ --out runs/ffhq512
+
+Read top to bottom: setup, data, models, resume, the loop (G step, D step), then logging, samples,
+validation and checkpoints. Checkpoint helpers are at the end of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from hifacegan import dist
+from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
+from hifacegan.data import (
+    DataError,
+    check_source,
+    default_val_spec,
+    stable_seed,
+    to_device,
+    train_loader,
+    val_batches,
+)
+from hifacegan.losses import GANLoss, LossWeights, PerceptualLoss, discriminator_loss, generator_loss
+from hifacegan.metrics import psnr, ssim
+from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
+
+
+class CheckpointError(HiFaceGANError):
+    """A checkpoint that cannot be used (unreadable, or from another architecture)."""
+
+
+def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> dict[str, Any]:
+    """Train until cfg.max_steps; returns the last logged losses and where things went.
+
+    `until` stops this call early at that step, as if the job had been interrupted (for tests)."""
+    # ---------------------------------------------------------------- setup
+    device = dist.init(cfg.device)
+    rank, world = dist.rank(), dist.world_size()
+    cuda = device.type == "cuda"
+    amp = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
+    run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+
+    # ---------------------------------------------------------------- data (resolve early: clear errors first)
+    data_desc = check_source(cfg.data, "train", cfg.degrade)
+    val_spec = cfg.val_data or default_val_spec(cfg.data)
+    val_desc = check_source(val_spec, "val", cfg.degrade) if val_spec else "none (no PSNR/SSIM validation)"
+    epoch_steps = cfg.epoch_steps or cfg.ckpt_every
+
+    # ---------------------------------------------------------------- models, losses, optimisers
+    G = build_generator(cfg.variant, cfg.ngf, cfg.size, cfg.norm).to(device, memory_format=fmt)
+    D = MultiscaleDiscriminator(6, cfg.ndf, cfg.d_layers, cfg.num_d).to(device, memory_format=fmt)
+    perceptual = None
+    if cfg.vgg_weights:
+        try:
+            vgg = VGG19Features.from_file(cfg.vgg_weights)
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"--vgg-weights: {str(exc).splitlines()[0]}") from None
+        perceptual = PerceptualLoss(vgg).to(device, memory_format=fmt)
+    gan_loss = GANLoss(cfg.gan_mode)
+    weights = LossWeights(gan=cfg.w_gan, feat=cfg.w_feat, vgg=cfg.w_vgg, l1=cfg.w_l1)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    decay_from = int(cfg.decay_start * cfg.max_steps)
+
+    def lr_factor(step: int) -> float:  # constant, then linear decay to 0 at max_steps
+        return 1.0 if step < decay_from else max(0.0, (cfg.max_steps - step) / max(1, cfg.max_steps - decay_from))
+
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_factor)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_factor)
+
+    # ---------------------------------------------------------------- resume
+    step = 0
+    latest = ckpt_dir / "latest.pt"
+    if cfg.resume and latest.is_file():
+        ck = load_checkpoint(latest)
+        load_state(G, ck["G"], "generator", latest)
+        load_state(D, ck["D"], "discriminator", latest)
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        sched_g.load_state_dict(ck["sched_g"])
+        sched_d.load_state_dict(ck["sched_d"])
+        step = int(ck["step"])
+        set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
+        dist.print0(f"resumed from {latest} at step {step}")
+    elif cfg.resume:
+        dist.print0(f"--resume: no checkpoint in {ckpt_dir} yet, starting from scratch")
+
+    # ---------------------------------------------------------------- compile, DDP
+    g_model = torch.compile(G) if cfg.compile else G
+    d_model = torch.compile(D) if cfg.compile else D
+    g_train = DDP(g_model, device_ids=[device.index] if cuda else None) if world > 1 else g_model
+    d_train = DDP(d_model, device_ids=[device.index] if cuda else None) if world > 1 else d_model
+
+    # ---------------------------------------------------------------- logging (rank 0)
+    log_file = None
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(run_config(cfg, G, D), indent=1))
+        log_file = open(run_dir / "log.jsonl", "a")  # noqa: SIM115 (closed at the end)
+        n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
+        dist.print0(f"{cfg.variant} G {n_g / 1e6:.1f}M params, D {n_d / 1e6:.1f}M | {world} x {device.type} | "
+                    f"{'bf16' if amp else 'fp32'}{' channels_last' if channels_last else ''}"
+                    f"{' compiled' if cfg.compile else ''} | batch {cfg.batch_size} x {world}")
+        dist.print0(f"data: {data_desc}; val: {val_desc}")
+        dist.print0("perceptual loss: VGG19 from " + cfg.vgg_weights if perceptual else
+                    "perceptual loss: off (no --vgg-weights); using an L1 pixel loss instead "
+                    f"(weight {cfg.w_l1})")
+    bar = Progress(cfg.max_steps, step, enabled=progress and dist.is_main())
+    val_cache: list[dict[str, Any]] | None = None
+    window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
+    shards_read: set[str] = set()
+    skipped: dict[int, int] = {}
+    last: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- the loop
+    try:
+        stop = min(cfg.max_steps, until or cfg.max_steps)
+        while step < stop:
+            epoch, skip = divmod(step, epoch_steps)
+            loader = train_loader(cfg.data, cfg.size, cfg.batch_size, steps=epoch_steps, workers=cfg.workers,
+                                  seed=cfg.seed, epoch=epoch, rank=rank, world=world, degrade=cfg.degrade,
+                                  shuffle_buffer=cfg.shuffle_buffer, pin_memory=cuda)
+            batches = iter(loader)
+            for _ in range(skip):  # resuming mid-epoch: replay the epoch's stream up to this step
+                next(batches)
+            while step < stop:
+                t_wait = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                window["wait"] += time.perf_counter() - t_wait
+                shards_read.update(batch["shards"])
+                skipped[batch["worker"]] = batch["skipped"]
+                lq, hq = to_device(batch, device, flip_seed=stable_seed(cfg.seed, rank, step), channels_last=channels_last)
+
+                # G step: D is frozen and used without its DDP wrapper (no gradient sync needed)
+                D.requires_grad_(False)
+                with autocast:
+                    fake = g_train(lq)
+                    g_loss, g_terms = generator_loss(d_model, lq, fake, hq, gan_loss, weights, perceptual)
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                sched_g.step()
+
+                # D step: real vs fake (detached) in one batch through the DDP-wrapped D
+                D.requires_grad_(True)
+                with autocast:
+                    d_loss, d_terms = discriminator_loss(d_train, lq, fake.detach(), hq, gan_loss)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                sched_d.step()
+                step += 1
+                window["steps"] += 1
+
+                # logging, samples, validation, checkpoints
+                losses = {**g_terms, **d_terms}
+                if not all(np.isfinite(v) for v in losses.values()):
+                    raise HiFaceGANError(f"non-finite loss at step {step}: {losses}")
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window["t0"]
+                    last = {"event": "train", "step": step, **losses,
+                            "lr_g": sched_g.get_last_lr()[0], "lr_d": sched_d.get_last_lr()[0],
+                            "img_per_s": round(window["steps"] * cfg.batch_size * world / elapsed, 3),
+                            "data_wait": round(window["wait"] / elapsed, 4), "skipped": sum(skipped.values()),
+                            "time": round(time.time(), 2)}
+                    if cuda:
+                        last["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                    window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
+                    if log_file:
+                        log_file.write(json.dumps(last) + "\n")
+                        log_file.flush()
+                bar.update(step, losses, last)
+                if dist.is_main() and (step % cfg.sample_every == 0 or step % cfg.val_every == 0):
+                    if val_cache is None:
+                        val_cache = load_val(cfg, val_spec, batch)
+                    if step % cfg.sample_every == 0:
+                        write_grid(G, val_cache[0], device, autocast, run_dir / "samples" / f"step_{step:08d}.png")
+                    if step % cfg.val_every == 0 and val_spec:
+                        record = validate(G, val_cache, device, autocast, step)
+                        bar.print(f"val step {step}: PSNR {record['val_psnr']:.2f} dB (LQ {record['val_psnr_lq']:.2f})"
+                                  f", SSIM {record['val_ssim']:.4f} (LQ {record['val_ssim_lq']:.4f})")
+                        log_file.write(json.dumps(record) + "\n")
+                if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+                    states = dist.all_gather_objects(get_rng_state())
+                    if dist.is_main():
+                        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                                 "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
+                                 "sched_d": sched_d.state_dict(), "step": step, "rng": states,
+                                 "config": run_config(cfg, G, D)}
+                        path = save_checkpoint(state, ckpt_dir, step, cfg.keep_ckpts)
+                        bar.print(f"checkpoint: {path}")
+                    dist.barrier()
+    except DataError as exc:  # raised in a loader worker: keep the one line that says what is wrong
+        raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ")[-1]) from None
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
+
+    reads = dist.all_gather_objects(sorted(shards_read))
+    if dist.is_main():
+        end = {"event": "end", "step": step, "shards_read": reads, "skipped": sum(skipped.values())}
+        with open(run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(end) + "\n")
+    dist.barrier()
+    dist.cleanup()
+    return {**last, "run_dir": str(run_dir), "checkpoint": str(latest), "shards_read": reads}
+
+
+# ---------------------------------------------------------------------------- val, samples, progress
+
+
+def load_val(cfg: TrainConfig, val_spec: str | None, fallback: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first cfg.val_samples val pairs (kept in memory as uint8); without val data, one train batch."""
+    if val_spec:
+        cached = list(val_batches(val_spec, cfg.size, min(cfg.batch_size * 2, cfg.val_samples),
+                                  limit=cfg.val_samples, seed=cfg.seed, degrade=cfg.degrade))
+        if cached:
+            return cached
+        dist.print0(f"warning: no usable val samples in {val_spec}; the sample grid uses a train batch")
+    return [{"lq": fallback["lq"].clone(), "hq": fallback["hq"].clone()}]
+
+
+@torch.no_grad()
+def restore_batch(G: torch.nn.Module, lq_u8: torch.Tensor, device: torch.device, autocast: Any) -> torch.Tensor:
+    """uint8 NHWC LQ -> float NCHW output in [0, 1] (G in eval mode)."""
+    was_training = G.training
+    G.eval()
+    lq = to_device({"lq": lq_u8, "hq": lq_u8}, device)[0]
+    with autocast:
+        out = G(lq)
+    G.train(was_training)
+    return ((out.float() + 1) / 2).clamp(0, 1)
+
+
+def validate(G: torch.nn.Module, batches: list[dict[str, Any]], device: torch.device, autocast: Any,
+             step: int) -> dict[str, Any]:
+    sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_psnr_lq": 0.0, "val_ssim_lq": 0.0}
+    n = 0
+    for b in batches:
+        out = restore_batch(G, b["lq"], device, autocast).cpu()
+        hq, lq = (b[k].permute(0, 3, 1, 2).double() / 255 for k in ("hq", "lq"))
+        sums["val_psnr"] += psnr(out, hq).clamp(max=100).sum().item()
+        sums["val_ssim"] += ssim(out, hq).sum().item()
+        sums["val_psnr_lq"] += psnr(lq, hq).clamp(max=100).sum().item()
+        sums["val_ssim_lq"] += ssim(lq, hq).sum().item()
+        n += len(hq)
+    return {"event": "val", "step": step, "val_samples": n, **{k: round(v / n, 4) for k, v in sums.items()}}
+
+
+def write_grid(G: torch.nn.Module, batch: dict[str, Any], device: torch.device, autocast: Any, path: Path) -> None:
+    """Rows: LQ / output / HQ for (up to) the first 4 samples of `batch`."""
+    lq, hq = batch["lq"][:4], batch["hq"][:4]
+    out = (restore_batch(G, lq, device, autocast).cpu() * 255).round().byte().permute(0, 2, 3, 1)
+    rows = [np.concatenate(list(t.numpy()), axis=1) for t in (lq, out, hq)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+class Progress:
+    """Console progress on rank 0: step, losses, images/s, data-wait fraction. A live rich bar on a
+    terminal; one plain line per logged step otherwise (job logs)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.enabled, self.total, self.bar = enabled, total, None
+        self.console = Console(soft_wrap=True, highlight=False)
+        if enabled and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                    TextColumn("{task.fields[info]}"), console=self.console)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, losses: dict[str, float], last: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        info = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
+        if last:
+            info += f" | {last['img_per_s']:.1f} img/s, data wait {100 * last['data_wait']:.0f}%"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif last.get("step") == step:
+            self.console.print(f"step {step}/{self.total} {info}")
+
+    def print(self, msg: str) -> None:
+        if self.enabled:
+            self.console.print(msg)
+        else:
+            dist.print0(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def run_config(cfg: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) -> dict[str, Any]:
+    """The resolved config plus the exact architecture arguments (enough to rebuild both models)."""
+    return {"train": cfg.to_dict(), "generator": dict(G.config), "discriminator": dict(D.config)}
+
+
+def get_rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+
+
+def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
+    """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    tmp = ckpt_dir / f".{path.name}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    latest_tmp = ckpt_dir / ".latest.pt.tmp"
+    latest_tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, latest_tmp)  # a hard link: no second copy on disk
+    except OSError:
+        latest_tmp.write_bytes(path.read_bytes())
+    os.replace(latest_tmp, ckpt_dir / "latest.pt")
+    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ck, dict) or "G" not in ck or "config" not in ck:
+        raise CheckpointError(f"{path}: not a hifacegan training checkpoint")
+    return ck
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:
+    """load_state_dict with an error that names mismatching parameter shapes (another architecture)."""
+    own = model.state_dict()
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if shapes or missing or extra:
+        parts = ([f"shape mismatch {'; '.join(shapes[:3])}" + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else "")]
+                 if shapes else [])
+        parts += [f"missing {', '.join(missing[:3])}"] if missing else []
+        parts += [f"unexpected {', '.join(extra[:3])}"] if extra else []
+        raise CheckpointError(f"{source}: {what} is from another architecture: {'; '.join(parts)}")
+    model.load_state_dict(state)

@@ -1,0 +1,151 @@
+"""Streaming loader: shard resolution, splitting, determinism, decoding policy, on-the-fly degradation."""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections import defaultdict
+
+import pytest
+import torch
+from _shards import write_folder, write_shards
+
+from hifacegan import data
+from hifacegan.data import DataError
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    # 16 train samples in 4 shards of 4; 4 val samples in 1 shard; pickles that must never be loaded
+    return write_shards(tmp_path_factory.mktemp("shards"), 16, 4, per_shard=4, pickles=True)
+
+
+def keys_by_worker(loader) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for batch in loader:
+        out[batch["worker"]] += batch["keys"]
+    return out
+
+
+def test_resolve_dir_pattern_glob_and_list(shards):
+    train = data.resolve_shards(shards)
+    assert [p.rsplit("/", 1)[1] for p in train] == [f"train-{i:06d}.tar" for i in range(4)]
+    assert len(data.resolve_shards(shards, "val")) == 1
+    assert data.resolve_shards(f"{shards}/train-{{000000..000003}}.tar") == train
+    assert data.resolve_shards(f"{shards}/train-*.tar") == train
+    assert data.resolve_shards(f"{train[0]},{train[1]}") == train[:2]
+    assert data.default_val_spec(str(shards)) == str(shards)
+
+
+def test_resolve_errors_name_what_is_missing(shards, tmp_path):
+    with pytest.raises(DataError, match=r"shard not found: .*train-000004\.tar \(and 1 more\)"):
+        data.resolve_shards(f"{shards}/train-{{000003..000005}}.tar")
+    with pytest.raises(DataError, match="no train shards"):
+        data.resolve_shards(tmp_path)
+    with pytest.raises(DataError, match="folder of images has no LQ"):
+        data.check_source(str(write_folder(tmp_path / "imgs", 1)))
+
+
+def test_batches_are_uint8_and_pickles_never_loaded(shards):
+    loader = data.train_loader(str(shards), 64, 2, steps=2, workers=0, seed=0, epoch=0)
+    batches = list(loader)
+    assert len(batches) == 2
+    for b in batches:
+        assert b["lq"].dtype == torch.uint8 and b["lq"].shape == (2, 64, 64, 3) and b["hq"].shape == (2, 64, 64, 3)
+        assert set(b) == {"lq", "hq", "keys", "shards", "worker", "skipped"}
+    assert not (shards / "PWNED").exists()
+
+
+def test_no_repeats_within_an_epoch_per_worker_and_disjoint_workers(shards):
+    # 2 workers x 2 shards x 4 samples: an epoch of 4 batches of 2 reads 4 samples per worker
+    loader = data.train_loader(str(shards), 64, 2, steps=4, workers=2, seed=0, epoch=0, shuffle_buffer=3)
+    per_worker = keys_by_worker(loader)
+    assert sorted(per_worker) == [0, 1]
+    for keys in per_worker.values():
+        assert len(keys) == 4 and len(set(keys)) == 4
+    assert not set(per_worker[0]) & set(per_worker[1])
+
+
+def test_ranks_read_disjoint_shards_and_same_batch_count(shards):
+    seen = {}
+    for rank in (0, 1):
+        batches = list(data.train_loader(str(shards), 64, 2, steps=3, workers=0, seed=0, epoch=0, rank=rank, world=2))
+        assert len(batches) == 3  # every rank yields the same number of batches
+        seen[rank] = {s for b in batches for s in b["shards"]}
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_stream_is_deterministic_per_epoch(shards):
+    def order(epoch, seed=0):
+        return [k for b in data.train_loader(str(shards), 64, 2, steps=8, workers=0, seed=seed, epoch=epoch)
+                for k in b["keys"]]
+
+    assert order(0) == order(0)
+    assert order(0) != order(1)
+    assert order(0) != order(0, seed=1)
+    assert sorted(order(0)) == [f"{i:08d}" for i in range(16)]  # one full round: every sample exactly once
+
+
+def test_corrupt_sample_is_skipped_named_and_counted(tmp_path, caplog):
+    root = write_shards(tmp_path / "bad", 4, 0, per_shard=2, corrupt=("00000001",))
+    shard = root / "train-000001.tar"
+    with tarfile.open(shard) as tar:
+        cut = tar.getmembers()[3].offset_data + 10  # inside 00000003.hq.png: a truncated download
+    with open(shard, "r+b") as f:
+        f.truncate(cut)
+    with caplog.at_level(logging.WARNING, logger="hifacegan.data"):
+        batches = list(data.train_loader(str(root), 64, 1, steps=3, workers=0, seed=0, epoch=0, shuffle_buffer=1))
+    assert {k for b in batches for k in b["keys"]} == {"00000000", "00000002"}  # 3rd batch: next round
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("train-000000.tar (key 00000001)" in m and "lq.png" in m for m in messages)
+    assert any("train-000001.tar (after key 00000002)" in m for m in messages)
+    assert batches[-1]["skipped"] >= 2
+
+
+def test_no_usable_samples_is_an_error(tmp_path):
+    (tmp_path / "train-000000.tar").write_bytes(b"")
+    tarfile.open(tmp_path / "train-000001.tar", "w").close()
+    with pytest.raises(DataError, match="no usable samples in 2 shard"):
+        list(data.train_loader(str(tmp_path), 64, 2, steps=1, workers=0, seed=0, epoch=0))
+    hq_only = write_shards(tmp_path / "hq", 2, 0, hq_only=True)
+    with pytest.raises(DataError, match="no usable samples"):
+        list(data.train_loader(str(hq_only), 64, 2, steps=1, workers=0, seed=0, epoch=0))
+
+
+def test_on_the_fly_lq_differs_across_workers(tmp_path):
+    folder = write_folder(tmp_path / "one", n=1, size=80)  # one image: both workers read it
+    loader = data.train_loader(str(folder), 64, 1, steps=2, workers=2, seed=0, epoch=0, degrade="mixed")
+    batches = list(loader)
+    assert sorted(b["worker"] for b in batches) == [0, 1]
+    assert torch.equal(batches[0]["hq"], batches[1]["hq"])
+    assert not torch.equal(batches[0]["lq"], batches[1]["lq"])
+
+
+def test_on_the_fly_from_hq_only_shards_is_reproducible(tmp_path):
+    root = write_shards(tmp_path / "hq", 4, 2, hq_only=True)
+
+    def run(epoch):
+        return list(data.train_loader(str(root), 64, 2, steps=1, workers=0, seed=0, epoch=epoch, degrade="jpeg"))
+
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a[0]["lq"], b[0]["lq"]) and not torch.equal(a[0]["hq"], a[0]["lq"])
+    assert not torch.equal(a[0]["lq"], c[0]["lq"]) or a[0]["keys"] != c[0]["keys"]
+    val = list(data.val_batches(str(root), 64, 2, limit=2, degrade="jpeg"))
+    assert torch.equal(val[0]["lq"], next(data.val_batches(str(root), 64, 2, limit=2, degrade="jpeg"))["lq"])
+
+
+def test_to_device_same_flip_for_lq_and_hq():
+    img = torch.arange(4 * 8 * 8 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 8, 8, 3)
+    batch = {"lq": img, "hq": img.clone()}
+    lq, hq = data.to_device(batch, torch.device("cpu"), flip_seed=1, channels_last=True)
+    assert lq.dtype == torch.float32 and lq.shape == (4, 3, 8, 8) and lq.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(lq, hq) and lq.min() >= -1 and lq.max() <= 1
+    plain = data.to_device(batch, torch.device("cpu"))[0]
+    flipped = [bool(torch.equal(lq[i], plain[i].flip(2))) for i in range(4)]
+    kept = [bool(torch.equal(lq[i], plain[i])) for i in range(4)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    again = data.to_device(batch, torch.device("cpu"), flip_seed=1)[0]
+    assert torch.equal(again, lq)
+    flips = {tuple(torch.equal(data.to_device(batch, torch.device("cpu"), flip_seed=s)[0][i], plain[i])
+                   for i in range(4)) for s in range(8)}
+    assert len(flips) > 1  # the flip decision depends on the seed

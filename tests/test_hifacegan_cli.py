@@ -1,0 +1,105 @@
+"""The hifacegan CLI end to end on a tiny checkpoint: train, eval (table + JSON), restore, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _shards import face_crops, write_shards
+from typer.testing import CliRunner
+
+from cli.hifacegan_cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Shards and a 2-step tiny run trained through the CLI (config file + CLI options)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    shards = write_shards(tmp / "shards", 4, 4, per_shard=2)
+    (tmp / "cfg.yaml").write_text("ndf: 8\nngf: 32\nval_samples: 2\nval_every: 2\nsample_every: 2\n")
+    res = runner.invoke(app, ["train", "--data", str(shards), "--out", str(tmp / "run"), "--config",
+                              str(tmp / "cfg.yaml"), "--size", "64", "--ngf", "8", "--max-steps", "2",
+                              "--workers", "0", "--ckpt-every", "2", "--log-every", "1"])
+    assert res.exit_code == 0, res.output
+    return tmp, shards, tmp / "run" / "checkpoints" / "latest.pt", res.output
+
+
+def test_train_output(run):
+    tmp, _, ckpt, output = run
+    assert ckpt.is_file() and "done: step 2" in output
+    assert "hifacegan G 5.3M params" in output  # ngf 8 from the CLI overrides ngf 32 from the file
+    assert "L1 pixel loss instead" in output and "val step 2: PSNR" in output
+    assert (tmp / "run" / "samples" / "step_00000002.png").is_file()
+
+
+def test_eval_table_and_json(run):
+    tmp, shards, ckpt, _ = run
+    res = runner.invoke(app, ["eval", "--checkpoint", str(ckpt), "--data", str(shards), "--json",
+                              str(tmp / "eval.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for word in ("PSNR (dB)", "SSIM", "MS-SSIM", "LQ", "restored", "4 samples", "LPIPS, FID: not available"):
+        assert word in res.output
+    result = json.loads((tmp / "eval.json").read_text())
+    assert result["samples"] == 4 and result["model"]["ngf"] == 8 and result["lpips"] is None
+    m = result["metrics"]
+    assert 10 < m["psnr_lq"] < 60 and 0 < m["ssim_lq"] <= 1 and 0 < m["ms_ssim_lq"] <= 1
+    assert np.isfinite([m["psnr_restored"], m["ssim_restored"], m["ms_ssim_restored"]]).all()
+    pattern = f"{shards}/val-{{000000..000001}}.tar"
+    res = runner.invoke(app, ["eval", "--checkpoint", str(ckpt), "--data", pattern, "--limit", "3"])
+    assert res.exit_code == 0 and "3 samples" in res.output
+
+
+def test_restore_any_size_and_skips_unreadable(run):
+    tmp, _, ckpt, _ = run
+    src = tmp / "in"
+    (src / "sub").mkdir(parents=True)
+    face = face_crops(1, 200)[0]
+    cv2.imwrite(str(src / "wide.jpg"), cv2.cvtColor(face[:90], cv2.COLOR_RGB2BGR))  # 200x90, not square
+    cv2.imwrite(str(src / "sub" / "tiny.png"), cv2.cvtColor(face[:20, :30], cv2.COLOR_RGB2BGR))
+    (src / "broken.png").write_bytes(b"\x89PNG not really")
+    res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "out")])
+    assert res.exit_code == 0, res.output
+    assert "restored 2 image(s)" in res.output and "broken.png" in res.output
+    assert cv2.imread(str(tmp / "out" / "wide.png")).shape == (90, 200, 3)
+    assert cv2.imread(str(tmp / "out" / "sub" / "tiny.png")).shape == (20, 30, 3)
+    res = runner.invoke(app, ["restore", str(src / "wide.jpg"), "--checkpoint", str(ckpt), "--out", str(tmp / "o2")])
+    assert res.exit_code == 0 and (tmp / "o2" / "wide.png").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--data", "nowhere/train-{000000..000003}.tar", "--out", "x", "--size", "64"],
+     "error: shard not found: nowhere/train-000000.tar (and 3 more)"),
+    (["train", "--data", "d", "--out", "x", "--size", "100"], "error: size must be a multiple of 32"),
+    (["eval", "--checkpoint", "missing.pt", "--data", "d"], "error: checkpoint not found: missing.pt"),
+])
+def test_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert res.output.strip().startswith(message) and len(res.output.strip().splitlines()) == 1
+
+
+def test_resume_with_other_architecture_is_an_error(run, tmp_path):
+    tmp, shards, _, _ = run
+    (tmp_path / "cfg.yaml").write_text("ndf: 8\n")
+    res = runner.invoke(app, ["train", "--data", str(shards), "--out", str(tmp / "run"), "--resume", "--size", "64",
+                              "--ngf", "16", "--max-steps", "3", "--workers", "0", "--config", str(tmp_path / "cfg.yaml")])
+    assert res.exit_code == 2
+    assert "error: " in res.output and "generator is from another architecture: shape mismatch" in res.output
+
+
+def test_console_script_help_and_usage_error():
+    exe = [sys.executable, "-m", "cli.hifacegan_cli"]
+    for cmd in ("train", "restore", "eval"):
+        out = subprocess.run([*exe, cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Examples:" in out.stdout and "hifacegan " + cmd in out.stdout
+    bad = subprocess.run([*exe, "train", "--size", "abc"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,174 @@
+"""Training loop on CPU at tiny sizes: a step, overfitting, exact resume, checkpoints, DDP with torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _shards import write_folder, write_shards
+
+from hifacegan.config import ConfigError, resolve_config
+from hifacegan.data import DataError, val_batches
+from hifacegan.models import build_generator
+from hifacegan.train import CheckpointError, load_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(size=64, ngf=8, ndf=8, batch_size=2, workers=0, log_every=1, sample_every=1000, val_every=1000,
+            val_samples=2)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("shards"), 8, 2, per_shard=2)
+
+
+def tiny(shards, out, **kw):
+    return resolve_config(None, {"data": str(shards), "out": str(out), **TINY, **kw})
+
+
+def records(run_dir, event="train"):
+    lines = (Path(run_dir) / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("event") == event]
+
+
+def test_one_step_changes_weights_with_finite_losses(shards, tmp_path):
+    cfg = tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1, sample_every=1, val_every=1)
+    torch.manual_seed(cfg.seed)
+    before = build_generator(cfg.variant, cfg.ngf, cfg.size).state_dict()
+    result = train(cfg, progress=False)
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["G"]
+    changed = [k for k, v in before.items() if v.dtype.is_floating_point and not torch.equal(v, after[k])]
+    assert len(changed) > len(before) // 2
+    losses = {k: result[k] for k in ("g_gan", "g_feat", "g_l1", "d_real", "d_fake")}
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
+    assert (tmp_path / "run" / "samples" / "step_00000001.png").is_file()
+    val = records(tmp_path / "run", "val")[0]
+    assert val["val_samples"] == 2 and 5 < val["val_psnr_lq"] < 60
+
+
+def test_overfit_two_real_faces_lowers_l1(tmp_path):
+    data = write_shards(tmp_path / "pair", 2, 0, per_shard=2)
+    cfg = tiny(data, tmp_path / "run", max_steps=50, ckpt_every=50, log_every=10, decay_start=1.0)
+    batch = next(val_batches(str(data / "train-000000.tar"), 64, 2, limit=2))
+    lq = batch["lq"].permute(0, 3, 1, 2).float() / 127.5 - 1
+    hq = batch["hq"].permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def l1(G):
+        with torch.no_grad():
+            return (G.eval()(lq) - hq).abs().mean().item()
+
+    torch.manual_seed(cfg.seed)
+    start = l1(build_generator(cfg.variant, cfg.ngf, cfg.size))
+    train(cfg, progress=False)
+    G = build_generator(cfg.variant, cfg.ngf, cfg.size)
+    G.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["G"])
+    end = l1(G)
+    assert end < 0.75 * start, (start, end)
+
+
+def test_resume_gives_exactly_the_same_next_losses(shards, tmp_path):
+    # epoch_steps 3 and a checkpoint at step 2: the resumed run must replay the loader mid-epoch;
+    # decay_start 0.5: the LR schedule is decaying across the resume point
+    kw = dict(max_steps=4, ckpt_every=2, epoch_steps=3, decay_start=0.5)
+    train(tiny(shards, tmp_path / "straight", **kw), progress=False)
+    train(tiny(shards, tmp_path / "resumed", **kw), progress=False, until=2)
+    assert [r["step"] for r in records(tmp_path / "resumed")] == [1, 2]
+    train(tiny(shards, tmp_path / "resumed", resume=True, **kw), progress=False)
+    straight, resumed = records(tmp_path / "straight"), records(tmp_path / "resumed")
+    keys = ("g_gan", "g_feat", "g_l1", "d_real", "d_fake", "lr_g", "lr_d")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight[2:], resumed[2:], strict=True):
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    ck_a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    ck_b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    assert all(torch.equal(v, ck_b["G"][k]) for k, v in ck_a["G"].items())
+
+
+def test_checkpoint_contents_atomic_names_and_keep_last(shards, tmp_path):
+    train(tiny(shards, tmp_path / "run", max_steps=3, ckpt_every=1, keep_ckpts=2, ngf=4), progress=False)
+    ckdir = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckdir.iterdir()) == ["latest.pt", "step_00000002.pt", "step_00000003.pt"]
+    assert (ckdir / "latest.pt").read_bytes() == (ckdir / "step_00000003.pt").read_bytes()
+    ck = torch.load(ckdir / "latest.pt", map_location="cpu", weights_only=True)
+    assert {"G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng", "config"} <= set(ck)
+    assert set(ck["rng"][0]) == {"torch", "cuda", "numpy", "python"} and ck["step"] == 3
+    assert ck["config"]["generator"] == {"variant": "hifacegan", "ngf": 4, "size": 64, "norm": "instance"}
+    assert ck["config"]["discriminator"]["ndf"] == 8 and ck["config"]["train"]["max_steps"] == 3
+
+
+def test_resume_with_another_architecture_names_the_shapes(shards, tmp_path):
+    train(tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1), progress=False)
+    with pytest.raises(CheckpointError, match=r"generator is from another architecture: shape mismatch .*"
+                                              r"checkpoint \(\d+, \d+, 3, 3\) vs model \(\d+, \d+, 3, 3\)"):
+        train(tiny(shards, tmp_path / "run", max_steps=2, ngf=16, resume=True), progress=False)
+
+
+def test_cuda_code_path_bf16_channels_last_runs_on_cpu(shards, tmp_path):
+    cfg = tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1, precision="bf16", channels_last="on",
+               sample_every=1, val_every=1)
+    result = train(cfg, progress=False)
+    assert all(torch.isfinite(torch.tensor(result[k])) for k in ("g_gan", "g_feat", "g_l1", "d_real", "d_fake"))
+
+
+def test_on_the_fly_training_from_an_image_folder(tmp_path):
+    folder = write_folder(tmp_path / "faces", n=4, size=96)
+    cfg = tiny(folder, tmp_path / "run", max_steps=2, ckpt_every=2, degrade="jpeg", workers=1)
+    result = train(cfg, progress=False)
+    assert result["step"] == 2 and torch.isfinite(torch.tensor(result["g_l1"]))
+    assert len(result["shards_read"][0]) == 4  # the 4 image files
+
+
+def test_clear_errors(shards, tmp_path):
+    with pytest.raises(DataError, match="shard not found: .*nothing-000001.tar"):
+        train(tiny(f"{shards}/nothing-{{000001..000002}}.tar", tmp_path / "a", max_steps=1), progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "train-000000.tar").write_bytes(b"")
+    with pytest.raises(DataError, match="no usable samples"):
+        train(tiny(empty, tmp_path / "b", max_steps=1), progress=False)
+    with pytest.raises(ConfigError, match="size must be a multiple of 32"):
+        tiny(shards, tmp_path / "c", size=100)
+    (tmp_path / "cfg.yaml").write_text("ngf: 8\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        resolve_config(tmp_path / "cfg.yaml", {"data": "x", "out": "y"})
+
+
+def test_config_file_then_cli_overrides(tmp_path):
+    (tmp_path / "cfg.yaml").write_text("data: shards/\nout: runs/a\nngf: 16\nbatch-size: 4\nbetas: [0.5, 0.99]\n")
+    cfg = resolve_config(tmp_path / "cfg.yaml", {"ngf": 8, "size": None})
+    assert (cfg.data, cfg.ngf, cfg.batch_size, cfg.size, cfg.betas) == ("shards/", 8, 4, 512, (0.5, 0.99))
+    (tmp_path / "bad.yaml").write_text("ngf: eight\n")
+    with pytest.raises(ConfigError, match="key 'ngf'"):
+        resolve_config(tmp_path / "bad.yaml", {})
+
+
+def test_torchrun_two_processes_gloo_read_disjoint_shards(shards, tmp_path):
+    (tmp_path / "cfg.yaml").write_text("ndf: 8\nval_samples: 2\nsample_every: 3\nval_every: 3\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "cli.hifacegan_cli", "train", "--data", str(shards), "--out", str(tmp_path / "run"),
+           "--config", str(tmp_path / "cfg.yaml"), "--size", "64", "--ngf", "8", "--max-steps", "3",
+           "--workers", "1", "--log-every", "1", "--ckpt-every", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "2 x cpu" in proc.stdout
+    end = records(tmp_path / "run", "end")[0]
+    rank0, rank1 = map(set, end["shards_read"])
+    assert rank0 and rank1 and not rank0 & rank1
+    assert [r["step"] for r in records(tmp_path / "run")] == [1, 2, 3]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").is_file()
+    assert records(tmp_path / "run", "val")[0]["val_samples"] == 2
+
+
+@pytest.mark.skipif(not os.environ.get("HIFACEGAN_TEST_COMPILE"),
+                    reason="torch.compile on CPU takes about 3 minutes on 2 cores; set HIFACEGAN_TEST_COMPILE=1")
+def test_compile_path_on_cpu(shards, tmp_path):
+    result = train(tiny(shards, tmp_path / "run", max_steps=2, ckpt_every=2, compile=True), progress=False)
+    assert all(torch.isfinite(torch.tensor(result[k])) for k in ("g_gan", "g_feat", "g_l1", "d_real", "d_fake"))
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert not any(k.startswith("_orig_mod") for k in ck["G"])  # the plain module's names, loadable anywhere
