@@ -31,26 +31,28 @@ def webp(image: np.ndarray, quality: int) -> np.ndarray:
     return _roundtrip(image, ".webp", cv2.IMWRITE_WEBP_QUALITY, quality)
 
 
-class Jpeg(OpSpec):
-    name = "jpeg"
+class _Codec(OpSpec):
+    """Shared spec of the lossy codecs: one integer quality range."""
+
     schema = {"quality": Range(1, 100, integer=True)}
-    apply = staticmethod(jpeg)
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
         return {"quality": self.draw(rng, "quality")}
+
+
+
+class Jpeg(_Codec):
+    name = "jpeg"
+    apply = staticmethod(jpeg)
 
     @staticmethod
     def describe(params: dict[str, Any]) -> str:
         return f"jpeg q{params['quality']}"
 
 
-class Webp(OpSpec):
+class Webp(_Codec):
     name = "webp"
-    schema = {"quality": Range(1, 100, integer=True)}
     apply = staticmethod(webp)
-
-    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
-        return {"quality": self.draw(rng, "quality")}
 
     @staticmethod
     def describe(params: dict[str, Any]) -> str:
