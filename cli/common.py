@@ -59,10 +59,11 @@ def run_app(app: typer.Typer, prog_name: str) -> None:
     try:
         code = app(prog_name=prog_name, args=sys.argv[1:], standalone_mode=False)
     except click_exc.UsageError as e:
-        where = f"{e.ctx.command_path} --help" if e.ctx else f"{prog_name} --help"
-        typer.echo(f"error: {e.format_message()} (see {where})", err=True)
+        if e.format_message():  # empty for a bare command group, whose help was just printed
+            where = f"{e.ctx.command_path} --help" if e.ctx else f"{prog_name} --help"
+            typer.echo(f"error: {e.format_message()} (see {where})", err=True)
         code = EXIT_USER_ERROR
-    except click_exc.Abort:
+    except typer.Abort:
         typer.echo("error: aborted", err=True)
         code = 130
     except click_exc.ClickException as e:

@@ -17,6 +17,8 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +44,7 @@ from facedeg.shards import (
     read_manifest,
     sample_key,
     shard_name,
+    tmp_target,
     wids_index,
     write_json_atomic,
 )
@@ -83,7 +86,7 @@ class BuildConfig:
             (self.backend not in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.scheduler is not None and self.backend != "dask", "--scheduler needs --backend dask"),
             (self.hq_format not in HQ_FORMATS, f"--hq-format must be one of {', '.join(HQ_FORMATS)}, got {self.hq_format!r}"),
-            (self.max_pixels < 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
+            (self.max_pixels < 1, f"--max-pixels must be >= 1, got {self.max_pixels}"),
             (self.png_level is not None and not 0 <= self.png_level <= 9, f"png_level must be in [0, 9], got {self.png_level}"),
         ]
         for bad, message in problems:
@@ -191,13 +194,15 @@ def _difference(old: dict, new: dict) -> str | None:
     return None
 
 
+def _is_ours(name: str) -> bool:
+    return is_shard_name(name) or name == MANIFEST or name in {f"{s}.wids.json" for s in SPLITS}
+
+
 def _our_files(out: Path) -> list[Path]:
-    names = [p for p in out.iterdir() if is_shard_name(p.name) or (p.name.endswith(".tar.tmp") and is_shard_name(p.name[:-4]))]
-    names += [out / f"{s}.wids.json" for s in SPLITS] + [out / MANIFEST, out / (MANIFEST + ".tmp")]
-    return [p for p in names if p.exists()]
+    return [p for p in out.iterdir() if _is_ours(p.name) or _is_ours(tmp_target(p.name) or "")]
 
 
-def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
+def _prepare_out(out: Path, identity: dict, stamp: str, overwrite: bool) -> dict | None:
     """Check OUT against this build; return the finished manifest when there is nothing to do."""
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out: {out} exists and is not a directory")
@@ -218,9 +223,12 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
         previous, where = {}, "shards of an unknown build"
     if previous is not None and not overwrite:
         diff = _difference(previous, identity) if previous else "cannot tell which build made them"
+        if not diff and where != MANIFEST and previous.get("inputs_stamp") != stamp:
+            diff = "inputs: files changed since the interrupted build (same names and sizes, other modification times)"
         if diff:
             raise BuildError(f"{out} holds {where} with different settings ({diff}); use --overwrite to replace it")
-    if previous is not None and overwrite and (not previous or _difference(previous, identity)):
+    changed = not previous or _difference(previous, identity) or (where != MANIFEST and previous.get("inputs_stamp") != stamp)
+    if previous is not None and overwrite and changed:
         for p in _our_files(out):
             p.unlink()
         shutil.rmtree(state_dir(out), ignore_errors=True)
@@ -228,6 +236,7 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict | None:
     if where == MANIFEST:
         manifest = read_manifest(out)
         if all((out / s["name"]).is_file() and (out / s["name"]).stat().st_size == s["bytes"] for s in manifest["shards"]):
+            shutil.rmtree(state_dir(out), ignore_errors=True)  # left when killed just after the manifest
             return manifest
     return None
 
@@ -241,6 +250,15 @@ def _is_done(out: Path, name: str) -> dict | None:
     if tar.is_file() and tar.stat().st_size == result.get("bytes"):
         return result
     return None
+
+
+@contextmanager
+def _out_errors(out: Path) -> Iterator[None]:
+    """OS errors while preparing or finishing OUT (not a folder, read-only, full) as one-line BuildErrors."""
+    try:
+        yield
+    except OSError as e:
+        raise BuildError(f"--out: cannot write {e.filename or out}: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------- running
@@ -279,17 +297,18 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         "libraries": library_versions(),  # resuming with other codecs would mix their bytes
     }
     out = Path(config.out)
-    finished = _prepare_out(out, identity, config.overwrite)
     tasks = plan_tasks(inputs, variants, config.val_fraction, config.shard_size, config.seed)
-    if finished is not None:
-        return BuildReport(out, finished, 0, len(tasks), time.perf_counter() - t_start)
-
-    (state_dir(out) / "shards").mkdir(parents=True, exist_ok=True)
-    (state_dir(out) / "progress").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(state_dir(out) / "config.json", identity)
-    for tmp in out.glob("*.tmp"):  # left by a killed run; ours by name only
-        if is_shard_name(tmp.name[:-4]) or tmp.name == MANIFEST + ".tmp":
-            tmp.unlink(missing_ok=True)
+    stamp = inputs.stamp()
+    with _out_errors(out):
+        finished = _prepare_out(out, identity, stamp, config.overwrite)
+        if finished is not None:
+            return BuildReport(out, finished, 0, len(tasks), time.perf_counter() - t_start)
+        (state_dir(out) / "shards").mkdir(parents=True, exist_ok=True)
+        (state_dir(out) / "progress").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(state_dir(out) / "config.json", {**identity, "inputs_stamp": stamp})
+        for tmp in out.glob("*.tmp"):  # left by a killed run; ours by name only
+            if _is_ours(tmp_target(tmp.name) or ""):
+                tmp.unlink(missing_ok=True)
 
     job = Job(
         out=str(out.absolute()), recipe=recipe.to_dict(), recipe_hash=recipe.hash, seed=config.seed,
@@ -336,10 +355,11 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         "stage_seconds": {k: round(v, 3) for k, v in stats.items()},
         "host": platform.node(),
     }
-    for split in SPLITS:
-        if manifest["counts"][split]["shards"]:
-            write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split))
-    write_json_atomic(out / MANIFEST, manifest)
+    with _out_errors(out):
+        for split in SPLITS:
+            if manifest["counts"][split]["shards"]:
+                write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split))
+        write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(state_dir(out), ignore_errors=True)
     return BuildReport(out, manifest, len(pending), len(tasks) - len(pending), wall, stats)
 

@@ -45,7 +45,7 @@ def _run_dask(tasks: list[ShardTask], job: Job, workers: int, scheduler: str | N
         if scheduler:
             try:
                 client = Client(scheduler, timeout="20s")
-            except (OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, ValueError) as e:  # ValueError: a malformed address
                 raise BuildError(f"--scheduler: cannot connect to {scheduler} ({e})") from None
         else:
             cluster = LocalCluster(

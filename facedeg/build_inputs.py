@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,10 @@ class Source:
     """One input image: a file (``offset`` -1) or a member of a tar file (bytes at ``offset``)."""
 
     rel: str
-    path: str
+    path: str  # absolute: Dask workers may run in another working directory
     size: int
     offset: int = -1
+    mtime_ns: int = 0  # of the file (or its tar), to notice inputs edited in place between runs
 
     def read(self) -> bytes:
         """The source's bytes; :class:`ImageError` (naming ``rel``) when unreadable."""
@@ -60,6 +62,14 @@ class Inputs:
             h.update(f"{r['source']}\t{r['reason']}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
+    def stamp(self) -> str:
+        """Like :meth:`fingerprint` but with modification times: changes when a file is rewritten with
+        the same name and size. Kept out of the manifest (mtimes are not part of the data)."""
+        h = hashlib.sha256()
+        for s in self.sources:
+            h.update(f"{s.rel}\t{s.size}\t{s.mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
     def without_unreadable(self) -> Inputs:
         """Move sources that are empty, missing or not files to ``rejected`` (known from ``stat`` alone),
         so that they take no place in the train/val split."""
@@ -79,11 +89,12 @@ def is_image_name(name: str) -> bool:
 
 
 def _file_source(rel: str, path: Path) -> Source:
+    path = path.absolute()
     try:
-        size = path.stat().st_size if path.is_file() else -1
+        st = path.stat()
     except OSError:
-        size = -1
-    return Source(rel, str(path), size)
+        return Source(rel, str(path), -1)
+    return Source(rel, str(path), st.st_size if stat.S_ISREG(st.st_mode) else -1, mtime_ns=st.st_mtime_ns)
 
 
 def discover(spec: str | None) -> Inputs:
@@ -97,11 +108,11 @@ def discover(spec: str | None) -> Inputs:
         root = paths[0].parent
         return Inputs("samples", str(root), tuple(_file_source(p.name, p) for p in paths))
     text = str(spec)
+    path = Path(text)
+    if path.is_dir():  # before the tar test: a folder may be called "x.tar" or "photos{1}"
+        return _folder_inputs(path)
     if "{" in text or text.lower().endswith(".tar"):
         return _tar_inputs(text)
-    path = Path(text)
-    if path.is_dir():
-        return _folder_inputs(path)
     if path.is_file():
         if is_image_name(path.name):
             return Inputs("file", str(path.absolute()), (_file_source(path.name, path),))
@@ -110,8 +121,13 @@ def discover(spec: str | None) -> Inputs:
 
 
 def _folder_inputs(root: Path) -> Inputs:
-    sources = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None):
+    sources, rejected = [], []
+
+    def unreadable(e: OSError) -> None:  # a subfolder we may not list: say so instead of dropping it
+        rel = Path(e.filename).relative_to(root).as_posix() + "/"
+        rejected.append({"source": rel, "reason": f"unreadable folder ({e.strerror or e})"})
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames.sort()
         for name in filenames:
             if is_image_name(name):
@@ -119,7 +135,8 @@ def _folder_inputs(root: Path) -> Inputs:
                 sources.append(_file_source(p.relative_to(root).as_posix(), p))
     if not sources:
         raise BuildError(f"--input: no image files ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) under {root}")
-    return Inputs("folder", str(root.absolute()), tuple(sorted(sources, key=lambda s: s.rel)))
+    rejected.sort(key=lambda r: r["source"])
+    return Inputs("folder", str(root.absolute()), tuple(sorted(sources, key=lambda s: s.rel)), tuple(rejected))
 
 
 def _list_inputs(list_file: Path) -> Inputs:
@@ -165,7 +182,8 @@ def _tar_inputs(pattern: str) -> Inputs:
             raise BuildError(f"--input: {path} is not a readable tar file ({e})") from None
         if any(".hq." in m.name.rsplit("/", 1)[-1] for m in members):  # paired shards: take the HQ side only
             members = [m for m in members if ".hq." in m.name.rsplit("/", 1)[-1]]
-        sources += [Source(f"{path.name}/{m.name}", str(path.absolute()), m.size, m.offset_data) for m in members]
+        mtime = path.stat().st_mtime_ns
+        sources += [Source(f"{path.name}/{m.name}", str(path.absolute()), m.size, m.offset_data, mtime) for m in members]
     if not sources:
         raise BuildError(f"--input: no image members in {pattern}")
     return Inputs("tar", str(Path(pattern).absolute()), tuple(sorted(sources, key=lambda s: s.rel)))

@@ -22,7 +22,7 @@ from facedeg.errors import BuildError, ImageError
 from facedeg.imageio import crop_and_resize, decode, decode_image_ex, encode, encode_png, psnr
 from facedeg.recipe import Recipe
 from facedeg.seeds import derive_seed
-from facedeg.shards import ShardWriter, atomic_file, write_json_atomic
+from facedeg.shards import HQ_EXTENSIONS, ShardWriter, atomic_file, write_json_atomic
 
 STATE_DIR = ".facedeg-build"
 STAGES = ("read", "degrade", "encode_hq", "encode_lq", "write")
@@ -166,7 +166,7 @@ def _run(task: ShardTask, job: Job) -> dict:
         # the state file goes first: once the tar has its final name, the shard is done
         write_json_atomic(result_path(out, task.name), result)
     stats["write"] += time.perf_counter() - t0  # includes fsync and rename
-    return {**result, "stats": stats, "pairs_planned": len(task.pairs)}
+    return {**result, "stats": stats}
 
 
 def _prepare(src: Source, job: Job, stats: dict) -> dict:
@@ -235,7 +235,7 @@ def branch_of(ops: list[str]) -> str:
 
 def hq_array(members: dict[str, bytes], name: str) -> np.ndarray:
     """Decode the HQ member of a stored sample (any accepted extension)."""
-    for suffix in ("hq.png", "hq.jpg", "hq.webp"):
+    for suffix in HQ_EXTENSIONS:
         if suffix in members:
             return decode(members[suffix], f"{name}.{suffix}")
     raise BuildError(f"{name}: sample has no hq.png/hq.jpg/hq.webp member")

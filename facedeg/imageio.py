@@ -46,8 +46,6 @@ class Decoded:
     #: True when the file is an 8-bit RGB PNG without alpha, transparency or EXIF rotation,
     #: i.e. re-encoding it would change nothing but the compressed bytes.
     plain_png: bool
-    #: Width and height as stored in the file, before EXIF orientation.
-    stored_size: tuple[int, int]
 
 
 # --------------------------------------------------------------------------- reading
@@ -85,18 +83,13 @@ def decode_image_ex(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     if len(data) == 0:
         raise ImageError(f"{name}: empty file")
     with _pil_errors(name):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = _open(data, max_pixels)
         w, h = img.size
         if w <= 0 or h <= 0:
             raise ImageError(f"{name}: image has no pixels ({w}x{h})")
         if w * h > max_pixels:
             raise ImageError(f"{name}: decompression bomb refused ({w}x{h} = {w * h} pixels > limit {max_pixels})")
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # animated GIF/WebP/multi-page TIFF: first frame
-        img.load()
-        stored_size = img.size
+        img.load()  # animated GIF/WebP/multi-page TIFF: the first frame, where open() leaves it
         orientation = _exif_orientation(img)
         if orientation not in (None, 1):
             try:
@@ -110,7 +103,34 @@ def decode_image_ex(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
         and "transparency" not in img.info
         and _png_is_rgb8(data)
     )
-    return Decoded(np.ascontiguousarray(rgb), plain, stored_size)
+    return Decoded(np.ascontiguousarray(rgb), plain)
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _formats() -> list[str]:
+    """Every raster format Pillow opens, except EPS: it runs Ghostscript on the file's PostScript."""
+    Image.init()
+    return [f for f in Image.OPEN if f != "EPS"]
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """``Image.open`` with our own pixel limit: Pillow's (a global) refuses images over twice its default
+    before we can apply a higher ``max_pixels``, so it is lifted for this call when ours allows more."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data), formats=_formats())
+        except Image.DecompressionBombError:
+            if Image.MAX_IMAGE_PIXELS is None or max_pixels <= 2 * Image.MAX_IMAGE_PIXELS:
+                raise
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(io.BytesIO(data), formats=_formats())
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
 
 
 @contextmanager

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tarfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ HQ_EXTENSIONS = ("hq.png", "hq.jpg", "hq.webp")
 _KEY_RE = re.compile(r"^[0-9]{8}(_[0-9]+)?$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 _SHARD_RE = re.compile(r"^(train|val)-[0-9]{6}\.tar$")
+_TMP_RE = re.compile(r"^(.+?)(\.[0-9a-f]{12})?\.tmp$")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -48,6 +50,12 @@ def shard_name(split: str, index: int) -> str:
 
 def is_shard_name(name: str) -> bool:
     return bool(_SHARD_RE.match(name))
+
+
+def tmp_target(name: str) -> str | None:
+    """The file a temporary file of :func:`atomic_file` becomes (``x.tar`` for ``x.tar.1a2b3c4d5e6f.tmp``)."""
+    m = _TMP_RE.match(name)
+    return m.group(1) if m else None
 
 
 def sample_key(index: int, variant: int | None = None) -> str:
@@ -143,10 +151,13 @@ def _fsync_dir(directory: Path) -> None:
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Open ``path.tmp`` for writing; on success fsync it and rename it to ``path``; on error remove it."""
+    """Open ``path.<random>.tmp`` for writing; on success fsync it and rename it to ``path``; on error
+    remove it. The name is new for every call, so two writers of one file (an orphaned worker of a killed
+    build and the rerun) never share or rename each other's half-written file; ``"xb"`` never follows a
+    leftover symlink."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    f = open(tmp, "wb")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    f = open(tmp, "xb")
     try:
         yield f
         f.flush()

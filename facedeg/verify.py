@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
                 continue
             try:
                 meta = json.loads(members["json"])
+                if not isinstance(meta, dict):
+                    raise ValueError(f"a JSON {type(meta).__name__}, expected an object")
                 if meta.get("key") != key:
                     problems.append(f"{where}: json names key {meta.get('key')!r}")
                 Plan.from_json(meta["plan"])
@@ -112,16 +115,29 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
     return count
 
 
-def iter_metadata(out: str | Path):
+@contextmanager
+def _shard_errors(out: Path, name: str) -> Iterator[None]:
+    """A missing or damaged shard (or sample JSON) as one line that points at ``facedeg verify``."""
+    try:
+        yield
+    except (OSError, tarfile.TarError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
+        what = "missing" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__}: {e})"
+        raise FacedegError(f"{out / name}: {what}; run `facedeg verify {out}` for details") from None
+
+
+def iter_metadata(out: str | Path) -> Iterator[tuple[str, dict]]:
     """Yield ``(shard name, sample JSON)`` for every sample of a build, in shard order."""
     out = Path(out)
     manifest = read_manifest(out)
     for entry in manifest["shards"]:
-        with tarfile.open(out / entry["name"], mode="r:") as tar:
+        with _shard_errors(out, entry["name"]), tarfile.open(out / entry["name"], mode="r:") as tar:
             for info in tar:
                 if info.isfile() and info.name.endswith(".json"):
                     f = tar.extractfile(info)
-                    yield entry["name"], json.loads(f.read() if f else b"{}")
+                    meta = json.loads(f.read() if f else b"{}")
+                    if not isinstance(meta, dict):
+                        raise ValueError(f"{info.name} is not a JSON object")
+                    yield entry["name"], meta
 
 
 def inspect(out: str | Path) -> dict:
@@ -183,22 +199,22 @@ def replay(out: str | Path, key: str) -> ReplayResult:
         path = out / entry["name"]
         if not path.is_file():
             continue
-        for k, members in iter_tar_samples(path):
-            if k != key:
+        with _shard_errors(out, entry["name"]):
+            members = next((m for k, m in iter_tar_samples(path) if k == key), None)
+            if members is None:
                 continue
             if "json" not in members or "lq.png" not in members:
                 raise FacedegError(f"{entry['name']}: sample {key} lacks json or lq.png")
-            meta = json.loads(members["json"])
-            plan = Plan.from_json(meta["plan"])
-            hq = hq_array(members, f"{entry['name']}: {key}")
-            stored = decode(members["lq.png"], f"{key}.lq.png")
-            replayed = plan.apply(hq)
-            if replayed.shape != stored.shape:
-                return ReplayResult(key, entry["name"], plan.summary(), False, int(stored.size), None)
-            diff = replayed != stored
-            if not diff.any():
-                return ReplayResult(key, entry["name"], plan.summary(), True)
-            y, x, c = (int(v) for v in np.argwhere(diff)[0])
-            first = (y, x, c, int(stored[y, x, c]), int(replayed[y, x, c]))
-            return ReplayResult(key, entry["name"], plan.summary(), False, int(diff.sum()), first)
+            plan = Plan.from_json(json.loads(members["json"])["plan"])
+        hq = hq_array(members, f"{entry['name']}: {key}")
+        stored = decode(members["lq.png"], f"{key}.lq.png")
+        replayed = plan.apply(hq)
+        if replayed.shape != stored.shape:
+            return ReplayResult(key, entry["name"], plan.summary(), False, int(stored.size), None)
+        diff = replayed != stored
+        if not diff.any():
+            return ReplayResult(key, entry["name"], plan.summary(), True)
+        y, x, c = (int(v) for v in np.argwhere(diff)[0])
+        first = (y, x, c, int(stored[y, x, c]), int(replayed[y, x, c]))
+        return ReplayResult(key, entry["name"], plan.summary(), False, int(diff.sum()), first)
     raise FacedegError(f"key {key!r} not found in {out} (keys look like 00000012 or 00000012_3)")

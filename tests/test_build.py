@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -296,3 +297,44 @@ def test_cli_errors_are_one_line(ref, tmp_path) -> None:
         assert text.startswith("error: ") and pattern in text and "\n" not in text and "Traceback" not in text
     help_text = runner.invoke(app, ["build", "--help"]).output
     assert "Examples" in help_text and "--variants" in help_text
+
+
+def test_inputs_get_absolute_paths_and_odd_folder_names(photos, tmp_path, monkeypatch) -> None:
+    from facedeg.build_inputs import discover
+
+    for name in ("photos{1}", "x.tar"):  # folders, not tar patterns
+        shutil.copytree(photos, tmp_path / name)
+        assert discover(str(tmp_path / name)).kind == "folder"
+    monkeypatch.chdir(tmp_path)  # remote Dask workers have another working directory: paths must not be relative
+    for spec in ("x.tar", "x.tar/z_exact.png"):
+        assert all(Path(s.path).is_absolute() for s in discover(spec).sources)
+
+
+def test_unreadable_subfolder_is_reported_not_dropped(photos, tmp_path, monkeypatch) -> None:
+    import os
+
+    from facedeg.build_inputs import discover
+
+    root = tmp_path / "in"
+    shutil.copytree(photos, root)
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("b"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    inputs = discover(str(root))
+    assert inputs.rejected == ({"source": "b/", "reason": "unreadable folder (Permission denied)"},)
+    assert not any(s.rel.startswith("b/") for s in inputs.sources)
+
+
+def test_out_and_scheduler_errors_are_build_errors(photos, tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BuildError, match="--out: cannot write .*file/sub: Not a directory"):
+        build(config(photos, tmp_path / "file" / "sub"))
+    with pytest.raises(BuildError, match="--scheduler: cannot connect to foo"):
+        build(config(photos, tmp_path / "o", backend="dask", scheduler="foo"))
+    with pytest.raises(BuildError, match="--max-pixels must be >= 1"):
+        build(config(photos, tmp_path / "o", max_pixels=0))

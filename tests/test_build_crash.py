@@ -15,6 +15,7 @@ import pytest
 from _build_util import face, manifest_without_run, save, shard_bytes
 
 from facedeg.build import BuildConfig, build
+from facedeg.errors import BuildError
 
 REPO = Path(__file__).resolve().parent.parent
 ARGS = ["--recipe", "mixed", "--size", "128", "--shard-size", "3", "--val-fraction", "0", "--seed", "5"]
@@ -79,3 +80,42 @@ def test_sigkill_then_rerun_is_byte_identical(photos: Path, tmp_path: Path) -> N
     assert shard_bytes(out) == ref
     assert manifest_without_run(out) == manifest_without_run(ref_out)
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tar")) == ["dataset.json", "train.wids.json"]
+
+
+def _crash_after_first_shard(monkeypatch, config: BuildConfig) -> None:
+    """Run ``config`` until one shard is done, then interrupt it like a kill would."""
+    import facedeg.build as build_module
+
+    real = build_module.run_tasks
+
+    def one_then_die(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "run_tasks", one_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build(config)
+    monkeypatch.setattr(build_module, "run_tasks", real)
+
+
+def test_inputs_edited_in_place_are_not_mixed_on_resume(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "in"
+    for i in range(3):  # BMP: rewriting a photo keeps its byte size
+        save(face(i, 40, 40), src / f"{i}.bmp")
+    config = BuildConfig(recipe="jpeg", out=tmp_path / "out", input=str(src), size=32, val_fraction=0, shard_size=1)
+    _crash_after_first_shard(monkeypatch, config)
+    for i in range(3):
+        save(face(i + 3, 40, 40), src / f"{i}.bmp")
+        os.utime(src / f"{i}.bmp", ns=(1, 10**18 + i))
+    with pytest.raises(BuildError, match="inputs: files changed since the interrupted build"):
+        build(config)
+    report = build(BuildConfig(**{**config.__dict__, "overwrite": True}))
+    assert report.shards_built == 3 and report.shards_reused == 0
+
+
+def test_killed_after_the_manifest_rerun_cleans_the_state(tmp_path: Path) -> None:
+    config = BuildConfig(recipe="jpeg", out=tmp_path / "out", size=32, variants=1)
+    build(config)
+    (tmp_path / "out" / ".facedeg-build" / "shards").mkdir(parents=True)  # as if killed before its removal
+    report = build(config)
+    assert report.shards_built == 0 and not (tmp_path / "out" / ".facedeg-build").exists()

@@ -186,3 +186,18 @@ def test_encode_decode_round_trip() -> None:
     assert psnr(BASE, BASE) is None
     with pytest.raises(ImageError):
         decode(b"not an image", "m.png")
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured(monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses > 200 px (30x40 = 1200) by itself
+    data = FORMATS[0][1]
+    assert (decode_image(data, "big.png", max_pixels=10_000) == BASE).all()
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's global is restored
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_image(data, "big.png", max_pixels=150)
+
+
+def test_postscript_is_never_handed_to_ghostscript() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageError, match="x.png: not a recognised image format"):
+        decode_image(eps, "x.png")

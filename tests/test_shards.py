@@ -16,6 +16,7 @@ from facedeg.shards import (
     iter_tar_samples,
     sample_key,
     shard_name,
+    tmp_target,
     wids_index,
 )
 
@@ -86,7 +87,7 @@ def test_atomic_file_appears_only_when_complete(tmp_path) -> None:
     with pytest.raises(RuntimeError):
         with atomic_file(target) as f:
             f.write(b"partial")
-            assert not target.exists() and (tmp_path / "train-000000.tar.tmp").exists()
+            assert not target.exists() and [p.name[:17] for p in tmp_path.glob("*.tmp")] == ["train-000000.tar."]
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     with atomic_file(target) as f:
@@ -102,3 +103,27 @@ def test_wids_index_format() -> None:
     idx = wids_index(shards, "train")
     assert idx["__kind__"] == "wids-shard-index-v1"
     assert idx["shardlist"] == [{"url": "train-000000.tar", "md5sum": "m", "nsamples": 3, "filesize": 10240}]
+
+
+def test_atomic_file_does_not_write_through_a_leftover_symlink(tmp_path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset.json.tmp").symlink_to(outside)
+    with atomic_file(out / "dataset.json") as f:
+        f.write(b"{}")
+    assert outside.read_bytes() == b"precious" and (out / "dataset.json").read_bytes() == b"{}"
+
+
+def test_two_writers_of_one_file_never_expose_a_partial_one(tmp_path) -> None:
+    """An orphaned worker of a killed build and the rerun may write the same shard at once."""
+    target = tmp_path / "train-000000.tar"
+    with atomic_file(target) as rerun:
+        rerun.write(b"partial")
+        with atomic_file(target) as orphan:
+            orphan.write(b"complete")
+        assert target.read_bytes() == b"complete"
+        rerun.write(b" and complete")
+    assert target.read_bytes() == b"partial and complete" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert tmp_target("train-000000.tar.0123456789ab.tmp") == "train-000000.tar" and tmp_target("x.tmp") == "x"

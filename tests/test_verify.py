@@ -133,3 +133,32 @@ def test_lossy_hq_formats_still_replay_exactly(tmp_path, fmt) -> None:
     assert names[0].endswith(f".hq.{fmt}")
     assert verify(out).ok
     assert replay(out, names[0].split(".")[0]).identical
+
+
+def test_non_object_json_is_one_problem_and_the_shard_is_still_read(copy) -> None:
+    path = copy / "val-000000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    buf = io.BytesIO()
+    with ShardWriter(buf) as w:
+        for i, (name, data) in enumerate(members):
+            key, _, suffix = name.partition(".")
+            w.add(key, {suffix: b"[]" if i == 2 else data})
+    path.write_bytes(buf.getvalue())
+    problems = [p for p in verify(copy).problems if "sha256" not in p]
+    assert problems == [f"val-000000.tar: {members[0][0].split('.')[0]}: bad json (a JSON list, expected an object)"]
+
+
+def test_inspect_and_replay_on_a_damaged_build_fail_in_one_line(copy) -> None:
+    path = copy / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        key = tar.getnames()[0].split(".")[0]
+    path.write_bytes(path.read_bytes()[:5000])
+    for args in (["inspect", str(copy)], ["replay", str(copy), key]):
+        result = runner.invoke(app, args)
+        text = result.output.strip()
+        assert result.exit_code == 2 and "\n" not in text, (args, result.output)
+        assert text.startswith(f"error: {path}: unreadable") and "facedeg verify" in text
+    path.unlink()
+    result = runner.invoke(app, ["inspect", str(copy)])
+    assert result.exit_code == 2 and result.output.strip().startswith(f"error: {path}: missing")
