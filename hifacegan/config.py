@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ CHOICES = {
     "channels_last": ("auto", "on", "off"),
 }
 POSITIVE = ("workers", "size", "ngf", "ndf", "d_layers", "num_d", "batch_size", "max_steps", "log_every",
-            "ckpt_every", "keep_ckpts", "sample_every", "val_every", "shuffle_buffer")
+            "ckpt_every", "keep_ckpts", "sample_every", "val_every", "shuffle_buffer", "val_samples")
+NON_NEGATIVE = ("lr_g", "lr_d", "w_gan", "w_feat", "w_vgg", "w_l1")
 
 
 def _fields() -> dict[str, dataclasses.Field]:
@@ -141,6 +143,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, key)
         if value < (0 if key == "workers" else 1):
             raise ConfigError(f"{key} must be {'>= 0' if key == 'workers' else 'positive'}, got {value}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    for key in NON_NEGATIVE:
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
+    if not all(0.0 <= b < 1.0 for b in cfg.betas):
+        raise ConfigError(f"betas must both be in [0, 1), got {list(cfg.betas)}")
     if cfg.size % 32 != 0 or cfg.size < 64:
         raise ConfigError(f"size must be a multiple of 32 and at least 64, got {cfg.size}")
     if cfg.epoch_steps is not None and cfg.epoch_steps < 1:

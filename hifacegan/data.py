@@ -3,7 +3,10 @@
 Per loader worker the stream is: shard cycle -> tar members -> decode (or degrade) -> shuffle buffer -> batch.
 
 - Shards are split explicitly: rank r takes shards r::world, and each DataLoader worker takes every
-  n-th of those, when there are enough; otherwise they share (each in its own order).
+  n-th of those, when there are at least as many shards as (rank, worker) pairs. With fewer shards,
+  every pair reads all of them but keeps a disjoint slice of the samples (sample i of shard s when
+  (s + i) % pairs == pair), so no sample is read twice per round on any rank. On-the-fly mode
+  (`degrade`) shares the shards instead: each worker makes its own LQ from a shared HQ.
 - The shard cycle is endless: a fresh permutation, seeded by (seed, epoch, rank, worker, round), each time
   the list is used up. Every sample is read once before any repeats, and no rank ever runs dry, so with
   `with_epoch(steps)` every rank yields exactly the same number of batches (no DDP hang).
@@ -193,10 +196,18 @@ def shuffle_rounds(samples: Iterator[dict[str, Any]], bufsize: int, rng: random.
         yield pick()
 
 
-def assign_shards(urls: list[str], rank: int, world: int, worker: int, workers: int) -> list[str]:
-    """This (rank, worker)'s shards: disjoint across ranks and workers whenever there are enough."""
-    mine = urls[rank::world] if len(urls) >= world else list(urls)
-    return mine[worker::workers] if len(mine) >= workers else mine
+def assign_shards(urls: list[str], rank: int, world: int, worker: int, workers: int,
+                  share: bool = False) -> tuple[list[int], int, int]:
+    """This (rank, worker)'s shards as indices into `urls`, and its sample slice (stride, offset).
+
+    Enough shards: a disjoint share of them, all their samples (stride 1). Fewer shards than
+    (rank, worker) pairs: all shards, and the pair keeps sample i of shard s when (s + i) % stride ==
+    offset, so pairs still read disjoint samples; with `share`, all shards and all their samples."""
+    pairs, pair = world * workers, rank * workers + worker
+    index = list(range(len(urls)))
+    if len(urls) >= pairs:
+        return index[rank::world][worker::workers], 1, 0
+    return (index, 1, 0) if share else (index, pairs, pair)
 
 
 class PairStream(IterableDataset):
@@ -224,23 +235,28 @@ class PairStream(IterableDataset):
         if not self.train:
             yield from ({"url": u} for u in self.sources)
             return
-        mine = assign_shards(self.sources, self.rank, self.world, worker, workers)
+        mine, stride, offset = assign_shards(self.sources, self.rank, self.world, worker, workers,
+                                             share=bool(self.degrade))
         for rnd in range(1 << 62):
             self.round = rnd
             before = self.decoded
             order = random.Random(stable_seed(self.seed, self.epoch, self.rank, worker, rnd)).sample(mine, len(mine))
-            yield from ({"url": u} for u in order)
+            yield from ({"url": self.sources[i], "keep": (stride, (offset - i) % stride)} for i in order)
             if self.decoded == before:
-                raise DataError(f"no usable samples in {len(mine)} shard(s) starting with {mine[0]} "
-                                f"({self.skips.count} skipped as corrupt)")
+                slice_note = (f"; this loader keeps 1 in {stride} samples: fewer samples than ranks x workers?"
+                              if stride > 1 else "")
+                raise DataError(f"no usable samples in {len(mine)} shard(s) starting with {self.sources[mine[0]]} "
+                                f"({self.skips.count} skipped as corrupt{slice_note})")
 
     def _raw_samples(self, srcs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        if self.folder:
-            for src in srcs:
-                yield {"__key__": Path(src["url"]).stem, "__url__": src["url"], "file": src["url"]}
-            return
         for src in srcs:
-            yield from read_tar(src["url"], self.skips)
+            stride, keep = src.get("keep", (1, 0))
+            if self.folder:
+                raws: Iterator[dict[str, Any]] = iter([{"__key__": Path(src["url"]).stem, "__url__": src["url"],
+                                                        "file": src["url"]}])
+            else:
+                raws = read_tar(src["url"], self.skips)
+            yield from (raw for i, raw in enumerate(raws) if i % stride == keep)
 
     def _decode(self, raw: dict[str, Any], worker: int) -> dict[str, Any]:
         key, url = raw["__key__"], raw["__url__"]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,11 +19,11 @@ import torch
 
 from facedeg import imageio
 from facedeg.errors import ImageError
+from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.config import HiFaceGANError
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
 from hifacegan.metrics import ms_ssim, psnr, ssim
 from hifacegan.models import build_generator
-from hifacegan.train import load_checkpoint, load_state
 
 NO_BACKBONES = "not available without local backbone weight files (nothing is downloaded)"
 
@@ -36,10 +37,11 @@ def pick_device(device: str = "auto") -> torch.device:
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the generator from the architecture stored in a training checkpoint; eval mode."""
     ck = load_checkpoint(path)
-    arch = ck["config"].get("generator")
-    if not isinstance(arch, dict):
-        raise HiFaceGANError(f"{path}: checkpoint has no generator architecture")
-    G = build_generator(**arch)
+    arch = ck["config"]["generator"]
+    try:
+        G = build_generator(**arch)
+    except (TypeError, ValueError) as exc:
+        raise HiFaceGANError(f"{path}: bad generator architecture {arch}: {exc}") from None
     load_state(G, ck["G"], "generator", path)
     return G.to(device).eval(), {"step": int(ck.get("step", 0)), **arch}
 
@@ -93,15 +95,23 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
     root, files = list_inputs(input_path)
     out_dir = Path(out_dir)
     written, skipped = [], []
+    names = Counter(f.relative_to(root).with_suffix("") for f in files)
     for i, f in enumerate(files):
         try:
             rgb = imageio.read_image(f)
         except ImageError as exc:
             skipped.append({"file": str(f), "reason": str(exc)})
         else:
-            dest = (out_dir / f.relative_to(root)).with_suffix(".png")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(dest), cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR))
+            rel = f.relative_to(root)  # a.jpg and a.png side by side: a.jpg.png and a.png.png
+            dest = out_dir / (rel.with_suffix(".png") if names[rel.with_suffix("")] == 1 else f"{rel}.png")
+            out = cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                ok = cv2.imwrite(str(dest), out)
+            except OSError as exc:
+                raise HiFaceGANError(f"cannot write {dest}: {exc.strerror or exc}") from None
+            if not ok:
+                raise HiFaceGANError(f"cannot write {dest}")
             written.append(str(dest))
         if on_progress:
             on_progress(i + 1, len(files), f.name)

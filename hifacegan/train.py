@@ -4,14 +4,12 @@
     torchrun --nproc-per-node 8 -m cli.hifacegan_cli train --data shards/ --out runs/ffhq512
 
 Read top to bottom: setup, data, models, resume, the loop (G step, D step), then logging, samples,
-validation and checkpoints. Checkpoint helpers are at the end of the file.
+validation and checkpoints. Checkpoint helpers are in `hifacegan/checkpoint.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,6 +21,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hifacegan import dist
+from hifacegan.checkpoint import (
+    RESUME_KEYS,
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    load_state,
+    run_config,
+    save_checkpoint,
+    set_rng_state,
+)
 from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
 from hifacegan.data import (
     DataError,
@@ -38,15 +46,13 @@ from hifacegan.metrics import psnr, ssim
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
 
 
-class CheckpointError(HiFaceGANError):
-    """A checkpoint that cannot be used (unreadable, or from another architecture)."""
-
-
 def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> dict[str, Any]:
     """Train until cfg.max_steps; returns the last logged losses and where things went.
 
     `until` stops this call early at that step, as if the job had been interrupted (for tests)."""
     # ---------------------------------------------------------------- setup
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda: no CUDA device is available (use device: auto or cpu)")
     device = dist.init(cfg.device)
     rank, world = dist.rank(), dist.world_size()
     cuda = device.type == "cuda"
@@ -94,6 +100,9 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
     latest = ckpt_dir / "latest.pt"
     if cfg.resume and latest.is_file():
         ck = load_checkpoint(latest)
+        lacking = [k for k in RESUME_KEYS if k not in ck]
+        if lacking:
+            raise CheckpointError(f"{latest}: cannot resume from it: no {', '.join(lacking)}")
         load_state(G, ck["G"], "generator", latest)
         load_state(D, ck["D"], "discriminator", latest)
         opt_g.load_state_dict(ck["opt_g"])
@@ -130,7 +139,8 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
     val_cache: list[dict[str, Any]] | None = None
     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
     shards_read: set[str] = set()
-    skipped: dict[int, int] = {}
+    skipped: dict[int, int] = {}  # this epoch's loader: worker -> its running count
+    skipped_before = 0  # earlier epochs' loaders
     last: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- the loop
@@ -138,6 +148,7 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
         stop = min(cfg.max_steps, until or cfg.max_steps)
         while step < stop:
             epoch, skip = divmod(step, epoch_steps)
+            skipped_before, skipped = skipped_before + sum(skipped.values()), {}
             loader = train_loader(cfg.data, cfg.size, cfg.batch_size, steps=epoch_steps, workers=cfg.workers,
                                   seed=cfg.seed, epoch=epoch, rank=rank, world=world, degrade=cfg.degrade,
                                   shuffle_buffer=cfg.shuffle_buffer, pin_memory=cuda)
@@ -184,7 +195,8 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
                     last = {"event": "train", "step": step, **losses,
                             "lr_g": sched_g.get_last_lr()[0], "lr_d": sched_d.get_last_lr()[0],
                             "img_per_s": round(window["steps"] * cfg.batch_size * world / elapsed, 3),
-                            "data_wait": round(window["wait"] / elapsed, 4), "skipped": sum(skipped.values()),
+                            "data_wait": round(window["wait"] / elapsed, 4),
+                            "skipped": skipped_before + sum(skipped.values()),
                             "time": round(time.time(), 2)}
                     if cuda:
                         last["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -222,7 +234,7 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
 
     reads = dist.all_gather_objects(sorted(shards_read))
     if dist.is_main():
-        end = {"event": "end", "step": step, "shards_read": reads, "skipped": sum(skipped.values())}
+        end = {"event": "end", "step": step, "shards_read": reads, "skipped": skipped_before + sum(skipped.values())}
         with open(run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(end) + "\n")
     dist.barrier()
@@ -319,79 +331,3 @@ class Progress:
         if self.bar is not None:
             self.bar.stop()
 
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def run_config(cfg: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) -> dict[str, Any]:
-    """The resolved config plus the exact architecture arguments (enough to rebuild both models)."""
-    return {"train": cfg.to_dict(), "generator": dict(G.config), "discriminator": dict(D.config)}
-
-
-def get_rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-            "python": random.getstate()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
-
-
-def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
-    """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:08d}.pt"
-    tmp = ckpt_dir / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    latest_tmp = ckpt_dir / ".latest.pt.tmp"
-    latest_tmp.unlink(missing_ok=True)
-    try:
-        os.link(path, latest_tmp)  # a hard link: no second copy on disk
-    except OSError:
-        latest_tmp.write_bytes(path.read_bytes())
-    os.replace(latest_tmp, ckpt_dir / "latest.pt")
-    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
-        old.unlink()
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(ck, dict) or "G" not in ck or "config" not in ck:
-        raise CheckpointError(f"{path}: not a hifacegan training checkpoint")
-    return ck
-
-
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:
-    """load_state_dict with an error that names mismatching parameter shapes (another architecture)."""
-    own = model.state_dict()
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-              for k, v in state.items() if k in own and v.shape != own[k].shape]
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    if shapes or missing or extra:
-        parts = ([f"shape mismatch {'; '.join(shapes[:3])}" + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else "")]
-                 if shapes else [])
-        parts += [f"missing {', '.join(missing[:3])}"] if missing else []
-        parts += [f"unexpected {', '.join(extra[:3])}"] if extra else []
-        raise CheckpointError(f"{source}: {what} is from another architecture: {'; '.join(parts)}")
-    model.load_state_dict(state)

@@ -75,6 +75,19 @@ def test_ranks_read_disjoint_shards_and_same_batch_count(shards):
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
+def test_fewer_shards_than_ranks_or_workers_still_no_repeats(tmp_path):
+    # 2 shards of 4 for 4 ranks (or 2 workers on 1 shard): each reads disjoint samples, not whole shards
+    root = write_shards(tmp_path / "few", 8, 0, per_shard=4)
+    per_rank = [[k for b in data.train_loader(str(root), 64, 1, steps=2, workers=0, seed=0, epoch=0, rank=r,
+                                               world=4) for k in b["keys"]] for r in range(4)]
+    assert sorted(k for keys in per_rank for k in keys) == [f"{i:08d}" for i in range(8)]
+    one = f"{root}/train-000000.tar"
+    per_worker = keys_by_worker(data.train_loader(one, 64, 1, steps=4, workers=2, seed=0, epoch=0))
+    assert sorted(per_worker) == [0, 1] and sorted(per_worker[0] + per_worker[1]) == [f"{i:08d}" for i in range(4)]
+    with pytest.raises(DataError, match="keeps 1 in 8 samples"):  # fewer samples than ranks x workers
+        list(data.train_loader(one, 64, 1, steps=1, workers=0, seed=0, epoch=0, rank=7, world=8))
+
+
 def test_stream_is_deterministic_per_epoch(shards):
     def order(epoch, seed=0):
         return [k for b in data.train_loader(str(shards), 64, 2, steps=8, workers=0, seed=seed, epoch=epoch)

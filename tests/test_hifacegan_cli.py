@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from _shards import face_crops, write_shards
 from typer.testing import CliRunner
 
@@ -72,6 +73,10 @@ def test_restore_any_size_and_skips_unreadable(run):
     assert cv2.imread(str(tmp / "out" / "sub" / "tiny.png")).shape == (20, 30, 3)
     res = runner.invoke(app, ["restore", str(src / "wide.jpg"), "--checkpoint", str(ckpt), "--out", str(tmp / "o2")])
     assert res.exit_code == 0 and (tmp / "o2" / "wide.png").is_file()
+    cv2.imwrite(str(src / "wide.png"), cv2.cvtColor(face[:90], cv2.COLOR_RGB2BGR))  # same stem as wide.jpg
+    res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "o3")])
+    assert res.exit_code == 0 and "restored 3 image(s)" in res.output
+    assert {p.name for p in (tmp / "o3").iterdir() if p.is_file()} == {"wide.jpg.png", "wide.png.png"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -79,9 +84,23 @@ def test_restore_any_size_and_skips_unreadable(run):
      "error: shard not found: nowhere/train-000000.tar (and 3 more)"),
     (["train", "--data", "d", "--out", "x", "--size", "100"], "error: size must be a multiple of 32"),
     (["eval", "--checkpoint", "missing.pt", "--data", "d"], "error: checkpoint not found: missing.pt"),
+    (["eval", "--checkpoint", "adir", "--data", "d"], "error: checkpoint is a directory"),
+    (["eval", "--checkpoint", "random.pt", "--data", "d"], "error: random.pt: unreadable checkpoint (not a torch"),
+    (["restore", "adir", "--checkpoint", "odd.pt", "--out", "o"], "error: odd.pt: not a hifacegan training checkpoint"),
+    (["restore", "adir", "--checkpoint", "badarch.pt", "--out", "o"], "error: badarch.pt: bad generator architecture"),
+    (["train", "--data", "d", "--out", "x", "--size", "64", "--vgg-weights", "random.pt"],
+     "error: --vgg-weights: random.pt: cannot load weights (not a torch"),
+    (["train", "--data", "d", "--out", "x", "--batch-size", "0"], "error: batch_size must be positive, got 0"),
+    (["train", "--data", "d", "--out", "x", "--max-steps", "-1"], "error: max_steps must be positive, got -1"),
+    (["train", "--out", "x"], "error: no training data: pass --data"),
 ])
 def test_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(1000))
+    torch.save({"G": {}, "config": 5}, tmp_path / "odd.pt")
+    torch.save({"G": {}, "config": {"generator": {"variant": "hifacegan", "ngf": 8}}}, tmp_path / "badarch.pt")
+    write_shards(tmp_path / "d", 2, 0, per_shard=2)
     res = runner.invoke(app, args)
     assert res.exit_code == 2
     assert res.output.strip().startswith(message) and len(res.output.strip().splitlines()) == 1

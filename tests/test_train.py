@@ -138,6 +138,39 @@ def test_clear_errors(shards, tmp_path):
         resolve_config(tmp_path / "cfg.yaml", {"data": "x", "out": "y"})
 
 
+def test_skipped_count_adds_up_across_loader_epochs(tmp_path):
+    # the corrupt sample is read (and skipped) once per loader epoch; the log must not reset per epoch
+    data = write_shards(tmp_path / "bad", 2, 0, per_shard=2, corrupt=("00000000",))
+    train(tiny(data, tmp_path / "run", batch_size=1, max_steps=3, epoch_steps=1, ckpt_every=3, shuffle_buffer=1),
+          progress=False)
+    assert [r["skipped"] for r in records(tmp_path / "run")] == [1, 2, 3]
+    assert records(tmp_path / "run", "end")[0]["skipped"] == 3
+
+
+def test_resume_from_a_generator_only_checkpoint_is_an_error(shards, tmp_path):
+    train(tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1), progress=False)
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    ck = load_checkpoint(latest)
+    latest.unlink()
+    torch.save({"G": ck["G"], "config": ck["config"]}, latest)
+    with pytest.raises(CheckpointError, match="cannot resume from it: no D, opt_g"):
+        train(tiny(shards, tmp_path / "run", max_steps=2, resume=True), progress=False)
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("seed: -1", "seed must be >= 0"),
+    ("betas: [2, 3]", r"betas must both be in \[0, 1\)"),
+    ("lr_d: .nan", "lr_d must be a finite number"),
+    ("lr_g: -1", "lr_g must be a finite number"),
+    ("w_feat: -5", "w_feat must be a finite number"),
+    ("val_samples: 0", "val_samples must be positive"),
+])
+def test_config_values_out_of_range(tmp_path, yaml_text, message):
+    (tmp_path / "cfg.yaml").write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(tmp_path / "cfg.yaml", {"data": "x", "out": "y"})
+
+
 def test_config_file_then_cli_overrides(tmp_path):
     (tmp_path / "cfg.yaml").write_text("data: shards/\nout: runs/a\nngf: 16\nbatch-size: 4\nbetas: [0.5, 0.99]\n")
     cfg = resolve_config(tmp_path / "cfg.yaml", {"ngf": 8, "size": None})

@@ -83,7 +83,13 @@ class VGG19Features(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> VGG19Features:
         """Load weights from a local file written by ``torch.save(state_dict, path)``."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            if "Weights only load failed" in reason:
+                reason = "not a torch.save file of tensors and plain containers"
+            raise ValueError(f"{path}: cannot load weights ({reason})") from None
         if not isinstance(state, Mapping):
             raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
         return cls.from_state_dict(state, source=str(path))

@@ -1,0 +1,118 @@
+"""Training checkpoints: written atomically, loaded with `torch.load(weights_only=True)`.
+
+A checkpoint holds G, D, both optimizers and schedulers, the step, every rank's RNG states and the
+resolved config with the architecture arguments (enough to rebuild both models).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hifacegan.config import HiFaceGANError, TrainConfig
+
+
+class CheckpointError(HiFaceGANError):
+    """A checkpoint that cannot be used (unreadable, or from another architecture)."""
+
+
+RESUME_KEYS = ("G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng")
+
+
+def run_config(cfg: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) -> dict[str, Any]:
+    """The resolved config plus the exact architecture arguments (enough to rebuild both models)."""
+    return {"train": cfg.to_dict(), "generator": dict(G.config), "discriminator": dict(D.config)}
+
+
+def get_rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+
+
+def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
+    """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    tmp = ckpt_dir / f".{path.name}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    latest_tmp = ckpt_dir / ".latest.pt.tmp"
+    latest_tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, latest_tmp)  # a hard link: no second copy on disk
+    except OSError:
+        latest_tmp.write_bytes(path.read_bytes())
+    os.replace(latest_tmp, ckpt_dir / "latest.pt")
+    _fsync_dir(ckpt_dir)  # make both renames durable
+    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with weights_only=True; CheckpointError (one line) otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint is a directory, expected a file: {path} (e.g. {path}/latest.pt?)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in reason:
+            reason = "not a torch.save file of tensors and plain containers"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
+    config = ck.get("config") if isinstance(ck, dict) else None
+    if (not isinstance(ck, dict) or not isinstance(ck.get("G"), dict) or not isinstance(config, dict)
+            or not isinstance(config.get("generator"), dict)):
+        raise CheckpointError(f"{path}: not a hifacegan training checkpoint")
+    return ck
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:
+    """load_state_dict with an error that names mismatching parameter shapes (another architecture)."""
+    own = model.state_dict()
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if shapes or missing or extra:
+        parts = ([f"shape mismatch {'; '.join(shapes[:3])}" + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else "")]
+                 if shapes else [])
+        parts += [f"missing {', '.join(missing[:3])}"] if missing else []
+        parts += [f"unexpected {', '.join(extra[:3])}"] if extra else []
+        raise CheckpointError(f"{source}: {what} is from another architecture: {'; '.join(parts)}")
+    model.load_state_dict(state)
