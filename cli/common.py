@@ -44,14 +44,27 @@ def user_errors(*extra: type[BaseException]) -> Callable[[F], F]:
     return wrap
 
 
-def output_path(path: Path, suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")) -> Path:
-    """Check an image output path's extension and create its parent folder."""
-    if path.suffix.lower() not in suffixes:
+def output_path(path: Path, suffixes: tuple[str, ...] | None = (".png", ".jpg", ".jpeg", ".webp")) -> Path:
+    """Check an output path (its extension, unless ``suffixes`` is None) and create its parent folder."""
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         fail(f"{path}: output must end with one of {', '.join(suffixes)}")
-    if path.exists() and path.is_dir():
+    if path.is_dir():
         fail(f"{path}: is a directory, expected a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        fail(f"{path}: cannot create its folder (a parent path is a file)")
+    except OSError as e:
+        fail(f"{path}: cannot create its folder ({e.strerror or e})")
     return path
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(path)``; an OSError becomes a one-line error naming the file."""
+    try:
+        write(path)
+    except OSError as e:
+        fail(f"{path}: cannot write ({e.strerror or e})")
 
 
 def run_app(app: typer.Typer, prog_name: str) -> None:

@@ -11,7 +11,7 @@ import typer
 from PIL import Image
 
 import facedeg
-from cli.common import output_path, run_app, user_errors
+from cli.common import output_path, run_app, user_errors, write_output
 from facedeg.imageio import read_image
 from facedeg.preview import preview_steps, preview_variants
 from facedeg.recipe import load_recipe, shipped_recipes
@@ -34,7 +34,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Seed; the sam
 
 
 def _save(image: np.ndarray, path: Path) -> None:
-    Image.fromarray(image).save(output_path(path))
+    write_output(path, Image.fromarray(image).save)
 
 
 def _version(value: bool) -> None:
@@ -89,13 +89,16 @@ def degrade(
 
     Example: facedeg degrade face.jpg --recipe mixed --seed 3 --out lq.png --plan-out plan.json
     """
+    output_path(out)
+    if plan_out is not None:
+        output_path(plan_out, suffixes=None)
     recipe_obj = load_recipe(recipe)
     hq = read_image(image)
     lq, plan = facedeg.degrade(hq, recipe_obj, seed)
     _save(lq, out)
     if plan_out is not None:
-        plan_out.parent.mkdir(parents=True, exist_ok=True)
-        plan_out.write_text(json.dumps(plan.to_json(), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(plan.to_json(), indent=2) + "\n"
+        write_output(plan_out, lambda p: p.write_text(text, encoding="utf-8"))
     typer.echo(f"{out}: {plan.summary()}")
 
 
@@ -115,6 +118,7 @@ def preview(
     Examples: facedeg preview --recipe mixed --n 8 --out preview.png;
     facedeg preview face.jpg --recipe blur --steps --out steps.png
     """
+    output_path(out)
     recipe_obj = load_recipe(recipe)
     source = image if image is not None else sample_paths()[0]
     hq = read_image(source)

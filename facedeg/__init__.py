@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from facedeg.errors import BuildError, FacedegError, ImageError, RecipeError
-from facedeg.plan import Plan, Step
+from facedeg.plan import Plan, Step, check_image
 from facedeg.recipe import Recipe, load_recipe, shipped_recipes
 from facedeg.seeds import derive_seed
 
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 def degrade(image: np.ndarray, recipe: Recipe | str, seed: int) -> tuple[np.ndarray, Plan]:
     """Degrade one uint8 HxWx3 RGB image with ``recipe`` (a Recipe, shipped name or YAML path)."""
+    image = check_image(image)
     plan = load_recipe(recipe).sample(seed, image.shape[:2])
     return plan.apply(image), plan
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +27,7 @@ import yaml
 
 from facedeg.errors import RecipeError
 from facedeg.ops import OPS, OpSpec
-from facedeg.ops.args import ArgError
+from facedeg.ops.args import ArgError, is_number
 from facedeg.plan import Plan, Step
 from facedeg.seeds import rng_from
 
@@ -123,10 +125,6 @@ Node = OpNode | Sequence | RandomOrder | OneOf | SomeOf | Maybe
 # ---------------------------------------------------------------- parsing
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _fields(path: str, raw: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise _Invalid(path, f"expected a mapping with keys {', '.join(sorted(allowed))}, got {raw!r}")
@@ -161,9 +159,10 @@ def parse_node(path: str, raw: Any) -> Node:
         body = _fields(here, body, {"steps", "weights"}, {"steps"})
         steps = _steps(f"{here}.steps", body["steps"])
         weights = body.get("weights", [1.0] * len(steps))
-        if not (isinstance(weights, list) and len(weights) == len(steps) and all(_number(w) and w >= 0 for w in weights)
-                and sum(weights) > 0):
-            raise _Invalid(f"{here}.weights", f"expected {len(steps)} non-negative numbers, not all zero, got {weights!r}")
+        if not (isinstance(weights, list) and len(weights) == len(steps) and all(is_number(w) and w >= 0 for w in weights)
+                and 0 < sum(map(float, weights)) < math.inf):
+            raise _Invalid(f"{here}.weights", f"expected {len(steps)} non-negative numbers (finite, not all zero), "
+                                              f"got {weights!r}")
         return OneOf(steps, tuple(float(w) for w in weights))
     if kind == "some_of":
         body = _fields(here, body, {"steps", "n"}, {"steps", "n"})
@@ -177,7 +176,7 @@ def parse_node(path: str, raw: Any) -> Node:
         return SomeOf(steps, (n[0], n[1]))
     if kind == "maybe":
         body = _fields(here, body, {"p", "steps"}, {"p", "steps"})
-        if not (_number(body["p"]) and 0 <= body["p"] <= 1):
+        if not (is_number(body["p"]) and 0 <= body["p"] <= 1):
             raise _Invalid(f"{here}.p", f"expected a probability in [0, 1], got {body['p']!r}")
         return Maybe(float(body["p"]), _steps(f"{here}.steps", body["steps"]))
     if kind in OPS:
@@ -221,12 +220,15 @@ class Recipe:
         try:
             body = _fields("recipe", data, {"name", "description", "steps"}, {"steps"})
             desc = body.get("description", "")
-            if not isinstance(desc, str):
-                raise _Invalid("description", f"expected a string, got {desc!r}")
+            for key, value in (("description", desc), ("name", body.get("name", ""))):
+                if not isinstance(value, str):
+                    raise _Invalid(key, f"expected a string, got {value!r}")
             root = Sequence(_steps("steps", body["steps"]))
         except _Invalid as e:
             path = e.path.removeprefix("recipe.")
             raise RecipeError(f"{source}: {path}: {e.reason}") from None
+        except RecursionError:  # e.g. a YAML alias that contains itself
+            raise RecipeError(f"{source}: steps: nested too deeply (a step that contains itself?)") from None
         return cls(str(body.get("name") or name or Path(source).stem), desc.strip(), root, source)
 
 
@@ -242,6 +244,22 @@ def shipped_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key) if isinstance(key, Hashable) else None
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe_file(path: str | Path) -> Recipe:
     path = Path(path)
     try:
@@ -249,11 +267,12 @@ def load_recipe_file(path: str | Path) -> Recipe:
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        reason = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        raise RecipeError(f"{path}: invalid YAML{where}: {reason}") from None
     return Recipe.from_dict(data, source=str(path), name=path.stem)
 
 

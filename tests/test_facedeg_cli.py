@@ -62,6 +62,13 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
          "steps[0].gaussian_noise.sigma"),
         (["preview", "--recipe", "nope", "--out", str(tmp_path / "p.png")], "unknown recipe 'nope'"),
         (["preview", "--out", str(tmp_path / "p.txt")], "output must end with"),
+        # regressions: unwritable outputs used to end in a traceback
+        (["degrade", str(sample_paths()[0]), "-r", "jpeg", "-o", str(tmp_path / "o.png"), "--plan-out", str(tmp_path)],
+         "is a directory"),
+        (["degrade", str(sample_paths()[0]), "-r", "jpeg", "-o", str(bad / "o.png")], "cannot create its folder"),
+        (["preview", "--n", "1", "--out", str(bad / "p.png")], "cannot create its folder"),
+        (["degrade", str(sample_paths()[0]), "-r", "jpeg", "-o", str(tmp_path / "o.png"),
+          "--plan-out", str(bad / "p.json")], "cannot create its folder"),
     ]
     for args, needle in cases:
         res = runner.invoke(app, args)

@@ -75,6 +75,7 @@ def test_odd_sizes(name: str, h: int, w: int, seed: int, fill: int) -> None:
     out = plan.apply(image)
     assert out.dtype == np.uint8
     assert out.shape == ((40, 56, 3) if name == "resize" else (h, w, 3))
+    assert out.flags.c_contiguous  # regression: mosaic returned a strided view when w % block != 0
     assert np.array_equal(out, plan.apply(image))
 
 
@@ -189,3 +190,86 @@ def test_albumentations_op_is_seeded_and_strict(small_face: np.ndarray) -> None:
         OPS["albumentations"]({"transform": "HorizontalFlip"})
     with pytest.raises(ArgError, match="no albumentations transform"):
         OPS["albumentations"]({"transform": "NoSuchThing"})
+
+
+# ---- regressions and exactness checks found in review
+
+
+def test_jpeg_matches_pillow_encoder(face: np.ndarray) -> None:
+    # A flat red patch survives a symmetric RGB/BGR swap; Pillow's libjpeg (RGB in, 4:2:0) does not lie.
+    import io
+
+    from PIL import Image
+    for q in (20, 60):
+        buf = io.BytesIO()
+        Image.fromarray(face).save(buf, "JPEG", quality=q, subsampling=2)
+        ref = np.asarray(Image.open(buf).convert("RGB"))
+        assert _psnr(jpeg(face, q), ref) > 50  # identical with the same libjpeg-turbo; a swap gives ~35-41 dB
+
+
+@pytest.mark.parametrize("radius", [0.7, 1.0, 1.5, 2.3, 5.0, 11.2])
+def test_disk_kernel_centred_symmetric_right_area(radius: float) -> None:
+    # Regression: OpenCV's anti-aliased circle was off-centre for small radii and ~0.5 px too large.
+    from facedeg.ops.blur import disk_kernel
+    k = disk_kernel(radius).astype(np.float64)
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+    assert np.allclose(k, k[::-1]) and np.allclose(k, k[:, ::-1]) and np.allclose(k, k.T)
+    if radius >= 1:
+        assert abs(k.sum() - np.pi * radius**2) < 0.07 * np.pi * radius**2
+
+
+@pytest.mark.parametrize("blur,kwargs", [
+    (gaussian_blur, dict(sigma_x=2.0, sigma_y=2.0, angle=0.0, ksize=13)),
+    (gaussian_blur, dict(sigma_x=3.0, sigma_y=1.0, angle=30.0, ksize=19)),
+    (motion_blur, dict(length=15, angle=30.0)),
+    (motion_blur, dict(length=16, angle=90.0)),
+    (defocus_blur, dict(radius=4.5)),
+])
+def test_blur_of_a_point_is_centred_and_keeps_energy(blur, kwargs) -> None:
+    img = np.zeros((61, 61, 3), np.uint8)
+    img[25:36, 25:36] = 255  # a bright square: rounding loses little
+    out = blur(img, **kwargs)[..., 0].astype(np.float64)
+    y, x = np.mgrid[:61, :61]
+    assert abs(out.sum() / img[..., 0].astype(float).sum() - 1) < 0.01
+    assert abs((out * y).sum() / out.sum() - 30) < 0.05 and abs((out * x).sum() / out.sum() - 30) < 0.05
+
+
+def test_tiled_convolution_equals_filter2d() -> None:
+    from facedeg.ops.blur import _convolve
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        kh, kw = (int(v) for v in rng.integers(12, 36, 2))  # above 11: the tiled path
+        k = np.zeros((kh, kw), np.float32)
+        idx = rng.choice(kh * kw, int(rng.integers(1, 60)), replace=False)
+        k.flat[idx] = rng.random(len(idx)).astype(np.float32) + 0.01
+        h, w = (1, int(rng.integers(1, 30))) if trial % 3 == 0 else (int(v) for v in rng.integers(1, 30, 2))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = cv2.filter2D(img.astype(np.float32), -1, k / k.sum(), borderType=cv2.BORDER_REFLECT_101)
+        ref = np.clip(np.rint(ref), 0, 255).reshape(img.shape)
+        assert np.abs(_convolve(img, k).astype(int) - ref).max() <= 1, (kh, kw, h, w)
+
+
+def test_mosaic_exact_means_on_odd_sizes() -> None:
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (17, 33, 3), dtype=np.uint8)
+    out = mosaic(img, 7)
+    assert out.flags.c_contiguous
+    for y in range(0, 17, 7):
+        for x in range(0, 33, 7):
+            mean = img[y:y + 7, x:x + 7].reshape(-1, 3).mean(0)
+            assert (out[y:y + 7, x:x + 7] == np.floor(mean + 0.5)).all()
+
+
+@pytest.mark.parametrize("lam", [0.05, 1.0, 30.0, 200.0])
+def test_poisson_table_matches_distribution(lam: float) -> None:
+    from facedeg.ops.noise import _poisson_table
+    mag = _poisson_table(lam)[: 1 << 15].astype(np.float64)
+    assert abs(mag.mean() - lam) < 1e-3 * lam + 1e-4 and abs(mag.var() - lam) < 2e-3 * lam + 1e-4
+
+
+def test_albumentations_errors_name_the_field() -> None:
+    from facedeg.ops.args import ArgError
+    with pytest.raises(ArgError, match="blur_limit.*valid integer"):
+        OPS["albumentations"]({"transform": "Blur", "args": {"blur_limit": "abc"}})
+    with pytest.raises(ArgError, match="changes the image shape"):
+        OPS["albumentations"]({"transform": "ToGray", "args": {"num_output_channels": 1}})

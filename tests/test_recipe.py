@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,22 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("steps: [jpeg: {quality: 30}\n", "invalid YAML at line"),
     ("steps:\n  - albumentations: {transform: GaussNoise, args: {std_limit: [0.1, 0.2]}}\n",
      "steps[0].albumentations.args: GaussNoise: Argument(s) 'std_limit' are not valid"),
+    # regressions found in review: each used to crash later, pass silently, or print several lines
+    ("steps:\n  - one_of: {weights: [.inf, 1], steps: [{jpeg: {quality: 3}}, {webp: {quality: 3}}]}\n",
+     "steps[0].one_of.weights: expected 2 non-negative numbers"),
+    ("steps:\n  - one_of: {weights: [1.0e+308, 1.0e+308], steps: [{jpeg: {quality: 3}}, {webp: {quality: 3}}]}\n",
+     "steps[0].one_of.weights: expected 2 non-negative numbers"),
+    ("steps:\n  - jpeg: {quality: 3}\nsteps:\n  - webp: {quality: 3}\n", "invalid YAML at line 3, column 1: duplicate key 'steps'"),
+    ("steps:\n  - jpeg: {quality: 3, quality: 90}\n", "duplicate key 'quality'"),
+    ("steps:\n  - mosaic: {block: [1, 1" + "0" * 400 + "]}\n", "steps[0].mosaic.block: expected [min, max] of integers"),
+    ("steps:\n  - gaussian_blur: {sigma: 3, max_kernel: 1" + "0" * 400 + "}\n", "steps[0].gaussian_blur.max_kernel"),
+    ("name: [1]\nsteps:\n  - jpeg: {quality: 3}\n", "name: expected a string"),
+    ("steps: &s\n  - sequence: *s\n", "steps: nested too deeply"),
+    ("\x00steps: []\n", "invalid YAML: unacceptable character"),
+    ("", "recipe: expected a mapping"),
+    ("- jpeg: {quality: 3}\n", "recipe: expected a mapping"),
+    ("steps:\n  - jpeg: {quality: true}\n", "steps[0].jpeg.quality: expected [min, max] of integers"),
+    ("steps:\n  - gaussian_noise: {sigma: [.nan, 3]}\n", "steps[0].gaussian_noise.sigma: expected"),
 ])
 def test_validation_messages(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path, text)
@@ -132,6 +149,38 @@ def test_missing_file() -> None:
 def test_plan_from_json_rejects_unknown_op() -> None:
     with pytest.raises(facedeg.FacedegError, match="unknown op 'explode'"):
         Plan.from_json({"steps": [{"op": "explode", "params": {}}]})
+
+
+@pytest.mark.parametrize("data,needle", [
+    (None, "expected an object with a 'steps' list"),
+    ({"steps": {}}, "expected an object with a 'steps' list"),
+    ({"steps": [1]}, "plan step 0: expected"),
+    ({"steps": [{"op": "jpeg"}]}, "plan step 0: expected"),
+    ({"steps": [{"op": "jpeg", "params": {}}]}, "missing param 'quality'"),
+    ({"steps": [{"op": "jpeg", "params": {"quality": "abc"}}]}, "param 'quality' should be int"),
+    ({"steps": [{"op": "jpeg", "params": {"quality": 30, "x": 1}}]}, "unknown param 'x'"),
+    ({"steps": [{"op": "jpeg", "params": {"quality": 30}}], "seed": "x"}, "seed must be an integer"),
+])
+def test_plan_from_json_rejects_malformed(data, needle: str) -> None:
+    with pytest.raises(facedeg.FacedegError, match=re.escape(needle)):
+        Plan.from_json(data)
+
+
+def test_plan_with_unusable_params_raises_facedeg_error(small_face: np.ndarray) -> None:
+    # Well-typed but unusable values (a hand-edited plan) fail as one FacedegError naming the step.
+    for step in ({"op": "mosaic", "params": {"block": 0}},
+                 {"op": "downsample", "params": {"scale": 2.0, "down": "foo"}},
+                 {"op": "gaussian_noise", "params": {"sigma": 3.0, "seed": -1}}):
+        plan = Plan.from_json({"steps": [step]})
+        with pytest.raises(facedeg.FacedegError, match=f"plan step 0 \\({step['op']}\\)"):
+            plan.apply(small_face)
+
+
+@pytest.mark.parametrize("image", [np.zeros((0, 5, 3), np.uint8), np.zeros((8, 8), np.uint8),
+                                   np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.float32), [[1, 2]]])
+def test_degrade_rejects_non_rgb8(image) -> None:
+    with pytest.raises(ValueError, match="expected a non-empty uint8 HxWx3 RGB array"):
+        facedeg.degrade(image, "mixed", 0)
 
 
 def test_derive_seed_contract() -> None:

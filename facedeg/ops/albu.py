@@ -32,7 +32,22 @@ def albumentations_op(image: np.ndarray, transform: str, args: dict[str, Any], s
     out = t(image=image)["image"]
     if out.dtype != np.uint8:
         out = as_uint8(out * 255 if out.dtype.kind == "f" and out.max() <= 1.0 else out)
-    return np.ascontiguousarray(out.reshape(image.shape))
+    if out.shape != image.shape:
+        raise ValueError(f"{transform} changes the image shape from {image.shape} to {out.shape}: "
+                         "LQ must stay aligned with HQ (uint8 HxWx3)")
+    return np.ascontiguousarray(out)
+
+
+def _reason(e: Exception) -> str:
+    """One line: each pydantic validation error as ``field: message``, else the first line of ``e``."""
+    errors = getattr(e.__cause__, "errors", None) or getattr(e, "errors", None)  # albumentations wraps pydantic's
+    if callable(errors):
+        try:
+            return "; ".join(f"{'.'.join(map(str, d['loc'])) or 'args'}: {d['msg']}" for d in errors())
+        except (TypeError, KeyError):
+            pass
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Albumentations(OpSpec):
@@ -59,12 +74,9 @@ class Albumentations(OpSpec):
         try:
             json.dumps(args)
             probe = np.zeros((32, 32, 3), np.uint8)
-            out = albumentations_op(probe, name, args, 0)
-        except (ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArgError("args", f"{name}: {first}") from None
-        if out.shape != probe.shape:
-            raise ArgError("transform", f"{name} changes the image size: LQ must stay aligned with HQ")
+            albumentations_op(probe, name, args, 0)  # a trial run on a small image
+        except Exception as e:  # noqa: BLE001 - any failure of the trial run is a recipe error
+            raise ArgError("args", f"{name}: {_reason(e)}") from None
         self.args = {"transform": name, "args": args}
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,18 @@ class ArgError(ValueError):
         self.reason = reason
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def is_number(v: Any) -> bool:
+    """A finite int or float: not a bool, NaN, infinity, or an int beyond the float range."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _is_integer(v: Any) -> bool:
+    return isinstance(v, int) or float(v).is_integer()
 
 
 def _fmt(v: Any) -> str:
@@ -40,14 +51,14 @@ class Range:
     optional: bool = False
 
     def parse(self, key: str, value: Any) -> list[float]:
-        if _is_number(value):
+        if is_number(value):
             value = [value, value]
         kind = "integers" if self.integer else "numbers"
         want = f"expected [min, max] of {kind} with {_fmt(self.lo)} <= min <= max <= {_fmt(self.hi)}"
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value)):
             raise ArgError(key, f"{want}, got {_fmt(value)}")
         a, b = value
-        if self.integer and not (float(a).is_integer() and float(b).is_integer()):
+        if self.integer and not (_is_integer(a) and _is_integer(b)):
             raise ArgError(key, f"{want}, got {_fmt(list(value))}")
         if not (self.lo <= a <= b <= self.hi):
             raise ArgError(key, f"{want}, got {_fmt(list(value))}")
@@ -71,7 +82,7 @@ class Number:
     optional: bool = False
 
     def parse(self, key: str, value: Any) -> float | int:
-        ok = _is_number(value) and (not self.integer or float(value).is_integer())
+        ok = is_number(value) and (not self.integer or _is_integer(value))
         if not ok or not (self.lo <= value <= self.hi):
             kind = "an integer" if self.integer else "a number"
             raise ArgError(key, f"expected {kind} in [{_fmt(self.lo)}, {_fmt(self.hi)}], got {_fmt(value)}")

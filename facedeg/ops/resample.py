@@ -68,7 +68,8 @@ def mosaic(image: np.ndarray, block: int) -> np.ndarray:
     sums = np.add.reduceat(np.add.reduceat(image.astype(np.uint32), rows, axis=0), cols, axis=1)
     counts = np.diff(np.append(rows, h))[:, None, None] * np.diff(np.append(cols, w))[None, :, None]
     means = ((sums + counts // 2) // counts).astype(np.uint8)
-    return np.repeat(np.repeat(means, block, axis=0)[:h], block, axis=1)[:, :w]
+    out = np.repeat(np.repeat(means, block, axis=0)[:h], block, axis=1)[:, :w]
+    return np.ascontiguousarray(out)  # cropped edge blocks leave a strided view
 
 
 class Mosaic(OpSpec):
