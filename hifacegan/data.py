@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import facedeg
 from facedeg import imageio
+from facedeg.heap import keep_heap
 from hifacegan.config import HiFaceGANError
 
 log = logging.getLogger("hifacegan.data")
@@ -303,6 +304,7 @@ class PairStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             cv2.setNumThreads(1)
+            keep_heap()  # loader workers decode (and degrade) big images: keep freed buffers mapped
         self.skips, self.decoded, self._recipe, self.round = _Skips(), 0, None, 0
         samples = self._decode_all(self._raw_samples(self._sources(worker, workers)), worker)
         if self.train and self.shuffle_buffer > 1:

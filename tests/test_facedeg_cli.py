@@ -102,3 +102,4 @@ def test_facedeg_never_imports_torch() -> None:
     code = ("import sys, facedeg, facedeg.preview, cli.facedeg_cli; "
             "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
