@@ -82,6 +82,9 @@ def decode_image_ex(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     """Like :func:`decode_image`, and also report whether the bytes are a plain 8-bit RGB PNG."""
     if len(data) == 0:
         raise ImageError(f"{name}: empty file")
+    fast = _decode_plain_png(data, max_pixels)
+    if fast is not None:
+        return Decoded(fast, True)
     with _pil_errors(name):
         img = _open(data, max_pixels)
         w, h = img.size
@@ -191,6 +194,25 @@ def _gray_high_depth(img: Image.Image) -> np.ndarray:
             a = a >> 16
         g = ((np.clip(a, 0, 65535) + 128) // 257).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)
+
+
+_PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def _decode_plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """Fast path for complete plain 8-bit RGB PNGs (most face datasets): libpng through OpenCV decodes
+    them ~1.5x faster than Pillow, to the same pixels. Anything else -- a transparency or EXIF chunk,
+    a truncated file, a size over the limit, a decode failure -- returns None and takes the Pillow
+    path, which also produces the error messages."""
+    if not (_png_is_rgb8(data) and data.endswith(_PNG_IEND)) or b"tRNS" in data or b"eXIf" in data:
+        return None
+    w, h = struct.unpack(">II", data[16:24])
+    if not 0 < w * h <= max_pixels:
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if bgr is None or bgr.dtype != np.uint8 or bgr.shape != (h, w, 3):
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _png_is_rgb8(data: bytes) -> bool:

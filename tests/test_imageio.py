@@ -201,3 +201,21 @@ def test_postscript_is_never_handed_to_ghostscript() -> None:
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     with pytest.raises(ImageError, match="x.png: not a recognised image format"):
         decode_image(eps, "x.png")
+
+
+def test_plain_png_fast_path_gives_pillows_pixels() -> None:
+    from facedeg.imageio import _decode_plain_png, decode_image_ex
+
+    for path in sample_paths():
+        data = path.read_bytes()
+        fast = _decode_plain_png(data, 10**9)
+        assert fast is not None and fast.flags.c_contiguous
+        assert np.array_equal(fast, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        assert decode_image_ex(data, path.name).plain_png
+        assert _decode_plain_png(data[:-1], 10**9) is None  # truncated: Pillow path, its message
+        assert _decode_plain_png(data, 100) is None  # over the pixel limit: Pillow path refuses it
+    rgb = Image.new("RGB", (8, 8), (10, 20, 30))
+    buf = io.BytesIO()
+    rgb.save(buf, "PNG", transparency=(10, 20, 30))  # tRNS: composited over white by the Pillow path
+    assert _decode_plain_png(buf.getvalue(), 10**9) is None
+    assert (decode_image_ex(buf.getvalue(), "t.png").rgb == 255).all()
