@@ -14,6 +14,7 @@ app = typer.Typer(
     name="hifacegan",
     help="Train HiFaceGAN on facedeg shards (one GPU or torchrun DDP), restore faces, evaluate.",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
