@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import run_app, user_errors
+from cli.common import fail, run_app, user_errors
 from hifacegan.config import HiFaceGANError, TrainConfig
 
 app = typer.Typer(
@@ -88,7 +88,8 @@ def restore(
 
 @app.command(name="eval", epilog="Examples:\n\n"
              "  hifacegan eval --checkpoint runs/ffhq/checkpoints/latest.pt --data shards/\n\n"
-             "  hifacegan eval --checkpoint model.pt --data 'val-{000000..000003}.tar' --json eval.json")
+             "  hifacegan eval --checkpoint model.pt --data 'val-{000000..000003}.tar' --json eval.json\n\n"
+             "  hifacegan eval --checkpoint model.pt --data shards/ --lpips-alexnet alexnet.pth --lpips-linear alex.pth")
 @errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint.")],
@@ -97,16 +98,26 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N samples.")] = None,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+    lpips_alexnet: Annotated[Path | None, typer.Option(help="Local torchvision AlexNet state dict, for LPIPS "
+                                                       "(with --lpips-linear).")] = None,
+    lpips_linear: Annotated[Path | None, typer.Option(help="Local LPIPS v0.1 'alex' linear-layer file "
+                                                      "(lin0..lin4), for LPIPS (with --lpips-alexnet).")] = None,
 ) -> None:
-    """PSNR, SSIM (11x11 Gaussian, sigma 1.5) and MS-SSIM of LQ and restored output against HQ."""
+    """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS of LQ and restored output
+    against HQ."""
     from rich.console import Console
     from rich.table import Table
 
     from hifacegan.restore import evaluate as run_eval
-    from hifacegan.restore import format_table, load_generator, pick_device, write_json
+    from hifacegan.restore import format_table, load_generator, load_lpips, pick_device, write_json
 
+    if (lpips_alexnet is None) != (lpips_linear is None):
+        fail("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
+    lpips = load_lpips(lpips_alexnet, lpips_linear) if lpips_alexnet and lpips_linear else None
     G, info = load_generator(checkpoint, pick_device(device))
-    result = {"checkpoint": str(checkpoint), "model": info, **run_eval(G, data, batch_size, limit)}
+    result = {"checkpoint": str(checkpoint), "model": info, **run_eval(G, data, batch_size, limit, lpips=lpips)}
+    if lpips is not None:
+        result["lpips"].update(alexnet=str(lpips_alexnet), linear=str(lpips_linear))
     console = Console(soft_wrap=True)
     console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, "
                   f"{info['variant']} ngf {info['ngf']} at {info['size']}px)", highlight=False)

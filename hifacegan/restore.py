@@ -22,10 +22,13 @@ from facedeg.errors import ImageError
 from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.config import HiFaceGANError
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
+from hifacegan.lpips import LPIPS
 from hifacegan.metrics import ms_ssim, psnr, ssim
 from hifacegan.models import build_generator
 
 NO_BACKBONES = "not available without local backbone weight files (nothing is downloaded)"
+NO_LPIPS = f"LPIPS, FID: {NO_BACKBONES}; pass --lpips-alexnet and --lpips-linear for LPIPS"
+NO_FID = "FID: not available (it needs Inception weights; nothing is downloaded)"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -118,16 +121,26 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
     return {"written": written, "skipped": skipped}
 
 
+def load_lpips(alexnet_path: str | Path, linear_path: str | Path) -> LPIPS:
+    """LPIPS (AlexNet, v0.1) from two local files; HiFaceGANError naming the file and key on a bad one."""
+    try:
+        return LPIPS.from_files(alexnet_path, linear_path)
+    except ValueError as exc:
+        raise HiFaceGANError(f"LPIPS weights: {str(exc).splitlines()[0]}") from None
+
+
 def _batches(spec: str, size: int, batch_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
     check_source(spec, "val")
     yield from val_batches(spec, size, batch_size, limit=limit if limit is not None else 1 << 62)
 
 
 def evaluate(G: torch.nn.Module, data: str, batch_size: int = 8, limit: int | None = None,
-             on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Mean PSNR / SSIM / MS-SSIM of LQ and of the restored output against HQ on paired shards
-    (`data`: a dataset DIR (its val shards) or a shard pattern)."""
-    names = ("psnr", "ssim", "ms_ssim")
+             on_progress: Callable[[int], None] | None = None, lpips: LPIPS | None = None) -> dict[str, Any]:
+    """Mean PSNR / SSIM / MS-SSIM (and LPIPS when `lpips` is given) of LQ and of the restored output
+    against HQ on paired shards (`data`: a dataset DIR (its val shards) or a shard pattern)."""
+    names = ("psnr", "ssim", "ms_ssim") + (("lpips",) if lpips is not None else ())
+    if lpips is not None:
+        lpips = lpips.to(next(G.parameters()).device)
     sums = {f"{n}_{w}": 0.0 for w in ("lq", "restored") for n in names}
     count = 0
     for batch in _batches(data, G.config["size"], batch_size, limit):
@@ -138,21 +151,27 @@ def evaluate(G: torch.nn.Module, data: str, batch_size: int = 8, limit: int | No
             sums[f"psnr_{which}"] += psnr(img, hq).clamp(max=100).sum().item()
             sums[f"ssim_{which}"] += ssim(img, hq).sum().item()
             sums[f"ms_ssim_{which}"] += ms_ssim(img, hq).sum().item()
+            if lpips is not None:
+                with torch.no_grad():
+                    dev = lpips.shift.device
+                    sums[f"lpips_{which}"] += lpips(img.to(dev).float(), hq.to(dev).float()).sum().item()
         count += len(hq)
         if on_progress:
             on_progress(count)
     if count == 0:
         raise HiFaceGANError(f"{data}: no usable samples to evaluate")
     metrics = {k: round(v / count, 4) for k, v in sums.items()}
-    return {"data": str(data), "samples": count, "metrics": metrics, "lpips": None, "fid": None,
-            "note": f"LPIPS, FID: {NO_BACKBONES}"}
+    return {"data": str(data), "samples": count, "metrics": metrics,
+            "lpips": {"net": "alex", "version": "0.1"} if lpips is not None else None, "fid": None,
+            "note": NO_FID if lpips is not None else NO_LPIPS}
 
 
 def format_table(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Rows (metric, LQ, restored) for printing."""
     m = result["metrics"]
+    rows = (("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("MS-SSIM", "ms_ssim", 4), ("LPIPS (alex)", "lpips", 4))
     return [(label, f"{m[f'{key}_lq']:.{digits}f}", f"{m[f'{key}_restored']:.{digits}f}")
-            for label, key, digits in (("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("MS-SSIM", "ms_ssim", 4))]
+            for label, key, digits in rows if f"{key}_lq" in m]
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
