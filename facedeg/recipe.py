@@ -267,7 +267,11 @@ def load_recipe_file(path: str | Path) -> Recipe:
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror or e})") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictLoader(text)  # a SafeLoader: plain YAML types only
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hifacegan.weights import load_state_file
+
 # torchvision's AlexNet ``features``: (index, in, out, kernel, stride, padding) of each conv; a ReLU
 # follows every conv, and a 3x3 stride-2 max pool follows the ReLUs of conv1, conv2 and conv5.
 _CONVS = ((0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1),
@@ -37,21 +39,6 @@ _SCALE = (0.458, 0.448, 0.450)
 _EPS = 1e-10
 MIN_SIZE = 31  # smaller inputs leave no pixel after the second pool
 _IGNORED_PREFIX = "classifier."
-
-
-def _load(path: str | Path, what: str) -> Mapping[str, object]:
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: {what} file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in reason:
-            reason = "not a torch.save file of tensors and plain containers"
-        raise ValueError(f"{path}: cannot load {what} weights ({reason})") from None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: {what} file does not hold a state dict (found {type(state).__name__})")
-    return state
 
 
 def _check(state: Mapping[str, object], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
@@ -132,7 +119,7 @@ class LPIPS(nn.Module):
     @classmethod
     def from_files(cls, alexnet_path: str | Path, linear_path: str | Path) -> LPIPS:
         """Load the AlexNet backbone and the LPIPS linear layers from local ``torch.save`` files."""
-        return cls.from_state_dicts(_load(alexnet_path, "AlexNet"), _load(linear_path, "LPIPS linear"),
+        return cls.from_state_dicts(load_state_file(alexnet_path, "AlexNet"), load_state_file(linear_path, "LPIPS linear"),
                                     str(alexnet_path), str(linear_path))
 
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:

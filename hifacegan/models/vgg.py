@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hifacegan.weights import load_state_file
+
 # torchvision's VGG19 ("E"): blocks of (width, number of 3x3 conv + ReLU), each followed by a 2x2 max pool.
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
 # Indices in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
@@ -83,15 +85,7 @@ class VGG19Features(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> VGG19Features:
         """Load weights from a local file written by ``torch.save(state_dict, path)``."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            if "Weights only load failed" in reason:
-                reason = "not a torch.save file of tensors and plain containers"
-            raise ValueError(f"{path}: cannot load weights ({reason})") from None
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+        state = load_state_file(path)
         return cls.from_state_dict(state, source=str(path))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
