@@ -9,6 +9,10 @@ faces, so the numbers include the loader, the flip on the device and the logging
 GPU grid (defaults): ngf 48/64 at 512, batch 1/2/4/8, bf16/fp32, compile off/on, 8 loader workers.
 CPU part (no GPU, or --cpu): 128x128, ngf 16, batch 1/2, fp32, no compile, 2 workers.
 Each training row: `--warmup` steps (not timed: cuDNN autotuning, compilation), then `--steps` timed.
+Rows run in the order given (ngf, then compile, precision, batch); `--deadline S` starts no new row after
+S seconds, so a short GPU lease still returns the rows that matter first.
+The perceptual loss runs with a randomly initialised VGG19 (`--vgg random`, the default: same compute as
+real weights, nothing downloaded); `--vgg none` times the L1 fallback instead.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from hifacegan.config import resolve_config  # noqa: E402
 from hifacegan.data import train_loader  # noqa: E402
+from hifacegan.models import VGG19Features  # noqa: E402
 from hifacegan.train import train  # noqa: E402
 
 
@@ -45,6 +50,14 @@ def machine() -> str:
             f"torch {torch.__version__}; Python {platform.python_version()}")
 
 
+def random_vgg(path: Path) -> Path:
+    """A torchvision-format VGG19 state dict with random weights: the perceptual loss costs what it will."""
+    if not path.is_file():
+        torch.manual_seed(0)
+        torch.save(VGG19Features().state_dict(), path)
+    return path
+
+
 def build_shards(out: Path, size: int) -> Path:
     """~64 pairs from the bundled faces with the `mixed` recipe (the real builder)."""
     if (out / "dataset.json").is_file():
@@ -56,18 +69,21 @@ def build_shards(out: Path, size: int) -> Path:
 
 
 def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, precision: str, compile: bool,
-                warmup: int, steps: int, workers: int) -> dict:
+                warmup: int, steps: int, workers: int, vgg: Path | None) -> dict:
     cfg = resolve_config(None, dict(data=str(shards), out=str(tmp / "run"), size=size, ngf=ngf, ndf=64,
-                                    batch_size=batch, max_steps=warmup + steps, log_every=warmup,
+                                    vgg_weights=str(vgg) if vgg else None,
+                                    batch_size=batch, max_steps=warmup + steps + 1, log_every=warmup,
                                     ckpt_every=10**9, sample_every=10**9, val_every=10**9, workers=workers,
                                     precision=precision, compile=compile, epoch_steps=warmup + steps))
-    row = {"size": size, "ngf": ngf, "batch": batch, "precision": precision, "compile": compile}
+    row = {"size": size, "ngf": ngf, "batch": batch, "precision": precision, "compile": compile,
+           "vgg": "random" if vgg else "off (L1)"}
+    t0 = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     try:
         torch._dynamo.reset()  # each row compiles its own models
-        train(cfg, progress=False)
+        train(cfg, progress=False, until=warmup + steps)  # stops before max_steps: no final checkpoint to write
     except torch.OutOfMemoryError:
         return {**row, "img_per_s": None, "data_wait": None, "peak_mem_gb": "OOM"}
     finally:
@@ -78,7 +94,7 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
     (tmp / "run" / "log.jsonl").unlink()
     return {**row, "img_per_s": sum(r["img_per_s"] for r in timed) / len(timed),
             "data_wait": f"{100 * sum(r['data_wait'] for r in timed) / len(timed):.1f}%",
-            "peak_mem_gb": timed[-1].get("peak_mem_gb")}
+            "peak_mem_gb": timed[-1].get("peak_mem_gb"), "row_s": time.perf_counter() - t0}
 
 
 def bench_loader(shards: Path, *, size: int, workers: int, batch: int = 8, batches: int = 24) -> float:
@@ -111,8 +127,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int)
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--steps", type=int, help="timed steps (a multiple of --warmup)")
-    ap.add_argument("--loader-workers", type=int, nargs="+")
+    ap.add_argument("--loader-workers", type=int, nargs="*", help="none: skip the loader-alone part")
     ap.add_argument("--loader-size", type=int, nargs="+")
+    ap.add_argument("--vgg", choices=["random", "none"], default="random",
+                    help="perceptual loss with a random-init VGG19 (same cost as real weights) or the L1 fallback")
+    ap.add_argument("--shards", type=Path, help="build the shards here (or reuse them) instead of a temp folder")
+    ap.add_argument("--deadline", type=float, default=float("inf"), help="start no new row after this many seconds")
     ap.add_argument("--md", type=Path, help="also write the results as Markdown here")
     args = ap.parse_args()
 
@@ -126,30 +146,39 @@ def main() -> None:
         ap.error("--steps must be a multiple of --warmup")
     where = machine()
     print(f"machine: {where}", flush=True)
-    rows, loader_rows = [], []
+    rows, loader_rows, skipped = [], [], []
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for size in opt["loader_size"]:
-            shards = build_shards(tmp / f"shards{size}", size)
+        shard_root = args.shards or tmp
+        vgg = random_vgg(tmp / "vgg19_random.pth") if args.vgg == "random" else None
+        for size in opt["loader_size"] if opt["loader_workers"] else []:
+            shards = build_shards(shard_root / f"shards{size}", size)
             for w in opt["loader_workers"]:
                 loader_rows.append({"size": size, "workers": w,
                                     "samples_per_s": bench_loader(shards, size=size, workers=w)})
                 print(loader_rows[-1], flush=True)
-        shards = build_shards(tmp / f"shards{opt['size']}", opt["size"])
+        shards = build_shards(shard_root / f"shards{opt['size']}", opt["size"])
         for ngf in opt["ngf"]:
             for comp in opt["compile"]:
                 for prec in opt["precision"]:
                     for batch in opt["batch"]:
+                        if time.perf_counter() - start > args.deadline:
+                            skipped.append(f"ngf {ngf} batch {batch} {prec} compile {comp}")
+                            continue
                         rows.append(bench_train(shards, tmp, size=opt["size"], ngf=ngf, batch=batch, precision=prec,
                                                 compile=comp == "on", warmup=opt["warmup"], steps=opt["steps"],
-                                                workers=opt["workers"]))
+                                                workers=opt["workers"], vgg=vgg))
                         print(rows[-1], flush=True)
     device = torch.cuda.get_device_name(0) if gpu else "CPU (reduced part: GPU numbers need a GPU)"
     md = (f"### Training throughput — {device}\n\nMachine: {where}\n\n"
           f"{opt['warmup']} warm-up + {opt['steps']} timed steps per row, {opt['workers']} loader workers, "
           f"shards from `facedeg build --recipe mixed` at {opt['size']}px.\n\n"
-          + table(rows, ["size", "ngf", "batch", "precision", "compile", "img_per_s", "data_wait", "peak_mem_gb"])
-          + "\n\n#### Loader alone (batches of 8)\n\n" + table(loader_rows, ["size", "workers", "samples_per_s"]) + "\n")
+          + table(rows, ["size", "ngf", "batch", "precision", "compile", "vgg", "img_per_s", "data_wait",
+                         "peak_mem_gb", "row_s"])
+          + (f"\n\nNot run (past --deadline): {'; '.join(skipped)}" if skipped else "")
+          + ("\n\n#### Loader alone (batches of 8)\n\n" + table(loader_rows, ["size", "workers", "samples_per_s"])
+             if loader_rows else "") + "\n")
     print("\n" + md)
     if args.md:
         args.md.write_text(md)

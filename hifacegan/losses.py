@@ -92,11 +92,12 @@ def generator_loss(
     gan_loss: GANLoss,
     weights: LossWeights,
     perceptual: PerceptualLoss | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G loss = GAN + feature matching + (VGG perceptual, or L1 pixel when ``perceptual`` is None).
 
-    The logged values are the weighted terms, so they sum to the returned total. Gradients also
-    reach D's parameters: zero D's grads (or freeze it) before D's own step.
+    The logged values are the weighted terms (detached 0-d tensors, still on the device: reading them
+    is left to the caller, once per step, so the GPU queue is not drained mid-step); they sum to the
+    returned total. Gradients also reach D's parameters: zero D's grads (or freeze it) before D's step.
     """
     pred_fake = D(lq, fake)
     with torch.no_grad():
@@ -110,15 +111,15 @@ def generator_loss(
     else:
         terms["g_l1"] = weights.l1 * F.l1_loss(fake.float(), real.float())
     total = torch.stack(list(terms.values())).sum()
-    return total, {k: v.item() for k, v in terms.items()}
+    return total, {k: v.detach() for k, v in terms.items()}
 
 
 def discriminator_loss(
     D: nn.Module, lq: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, gan_loss: GANLoss
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """D loss = real + fake terms; fake is detached. Fake and real go through D as one batch."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D loss = real + fake terms (logged as detached device tensors); fake is detached. Fake and real go through D as one batch."""
     n = fake.shape[0]
     preds = D(torch.cat([lq, lq]), torch.cat([fake.detach(), real]))
     d_fake = gan_loss([[f[:n] for f in scale] for scale in preds], False)
     d_real = gan_loss([[f[n:] for f in scale] for scale in preds], True)
-    return d_fake + d_real, {"d_real": d_real.item(), "d_fake": d_fake.item()}
+    return d_fake + d_real, {"d_real": d_real.detach(), "d_fake": d_fake.detach()}

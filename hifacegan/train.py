@@ -187,7 +187,8 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
                 window["steps"] += 1
 
                 # logging, samples, validation, checkpoints
-                losses = {**g_terms, **d_terms}
+                terms = {**g_terms, **d_terms}  # one device->host copy per step (the only sync)
+                losses = dict(zip(terms, torch.stack(list(terms.values())).float().tolist(), strict=True))
                 if not all(np.isfinite(v) for v in losses.values()):
                     raise HiFaceGANError(f"non-finite loss at step {step}: {losses}")
                 if step % cfg.log_every == 0 or step == cfg.max_steps:

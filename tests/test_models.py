@@ -316,7 +316,8 @@ def test_one_training_step(use_vgg: bool, vgg: VGG19Features) -> None:
     g_loss.backward()
     opt_g.step()
     assert set(g_logs) == {"g_gan", "g_feat", "g_vgg" if use_vgg else "g_l1"}
-    assert g_loss.item() == pytest.approx(sum(g_logs.values()), rel=1e-5)
+    assert g_loss.item() == pytest.approx(sum(float(v) for v in g_logs.values()), rel=1e-5)
+    assert not any(v.requires_grad for v in g_logs.values()), "logged terms are detached"
 
     d_loss, d_logs = discriminator_loss(d, lq, fake, real, gan)
     opt_d.zero_grad()
@@ -325,9 +326,9 @@ def test_one_training_step(use_vgg: bool, vgg: VGG19Features) -> None:
     opt_d.step()
     assert set(d_logs) == {"d_real", "d_fake"}
     assert all(p.grad is None for p in g.parameters())  # fake was detached
-    assert d_loss.item() == pytest.approx(d_logs["d_real"] + d_logs["d_fake"], rel=1e-5)
+    assert d_loss.item() == pytest.approx(float(d_logs["d_real"]) + float(d_logs["d_fake"]), rel=1e-5)
 
-    assert all(math.isfinite(v) for v in {**g_logs, **d_logs}.values())
+    assert all(math.isfinite(float(v)) for v in {**g_logs, **d_logs}.values())
     assert any(not torch.equal(a, b) for a, b in zip(before_g, g.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(before_d, d.parameters(), strict=True))
 
