@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def build_shards(out: Path, size: int) -> Path:
 
 def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, precision: str, compile: bool,
                 warmup: int, steps: int, workers: int, vgg: Path | None) -> dict:
-    cfg = resolve_config(None, dict(data=str(shards), out=str(tmp / "run"), size=size, ngf=ngf, ndf=64,
+    run = tmp / f"run_ngf{ngf}_b{batch}_{precision}{'_compiled' if compile else ''}"
+    cfg = resolve_config(None, dict(data=str(shards), out=str(run), size=size, ngf=ngf, ndf=64,
                                     vgg_weights=str(vgg) if vgg else None,
                                     batch_size=batch, max_steps=warmup + steps + 1, log_every=warmup,
                                     ckpt_every=10**9, sample_every=10**9, val_every=10**9, workers=workers,
@@ -85,13 +87,11 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
         torch._dynamo.reset()  # each row compiles its own models
         train(cfg, progress=False, until=warmup + steps)  # stops before max_steps: no final checkpoint to write
     except torch.OutOfMemoryError:
+        shutil.rmtree(run, ignore_errors=True)
         return {**row, "img_per_s": None, "data_wait": None, "peak_mem_gb": "OOM"}
-    finally:
-        for p in (tmp / "run" / "checkpoints").glob("*.pt"):
-            p.unlink()
-    logs = [json.loads(ln) for ln in (tmp / "run" / "log.jsonl").read_text().splitlines()]
+    logs = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    shutil.rmtree(run)
     timed = [r for r in logs if r.get("event") == "train"][-(steps // warmup):]  # windows after warm-up
-    (tmp / "run" / "log.jsonl").unlink()
     return {**row, "img_per_s": sum(r["img_per_s"] for r in timed) / len(timed),
             "data_wait": f"{100 * sum(r['data_wait'] for r in timed) / len(timed):.1f}%",
             "peak_mem_gb": timed[-1].get("peak_mem_gb"), "row_s": time.perf_counter() - t0}

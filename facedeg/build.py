@@ -12,16 +12,19 @@ in joblib processes or on Dask; a shard that already exists with its state file 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import platform
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -51,6 +54,7 @@ from facedeg.shards import (
 
 DEMO_PAIRS = 64  # with the bundled samples and no --variants, draw enough variants for this many pairs
 
+LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _lock_out
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -203,10 +207,8 @@ def _our_files(out: Path) -> list[Path]:
 
 
 def _prepare_out(out: Path, identity: dict, stamp: str, overwrite: bool) -> dict | None:
-    """Check OUT against this build; return the finished manifest when there is nothing to do."""
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"--out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    """Check OUT (created and locked by `_lock_out`) against this build; return the finished manifest
+    when there is nothing to do."""
     previous, where = None, None
     if (out / MANIFEST).exists():
         try:
@@ -250,6 +252,51 @@ def _is_done(out: Path, name: str) -> dict | None:
     if tar.is_file() and tar.stat().st_size == result.get("bytes"):
         return result
     return None
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Create OUT and hold its build lock meanwhile: one build at a time per OUT.
+
+    The lock is an advisory ``flock`` on ``OUT/.facedeg-build.lock``, held by this process, so the OS
+    releases it when the build ends or is killed (a killed build can be resumed at once). The file is
+    removed when the build returns or fails, so a finished dataset folder holds only the dataset."""
+    with _out_errors(out):
+        if out.exists() and not out.is_dir():
+            raise BuildError(f"--out: {out} exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _acquire(out / LOCK_FILE, out)
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            (out / LOCK_FILE).unlink()  # still held: nobody can take it between this and the close
+        lock.close()
+
+
+def _acquire(path: Path, out: Path) -> IO[str]:
+    for _ in range(10):
+        lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by _build_lock)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise BuildError(f"{out} is being written by another facedeg build ({holder}); "
+                             "wait for it to finish, or choose another --out") from None
+        try:
+            same = os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder removed the file just before we locked it: lock the new one
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()} on {platform.node()}\n")
+            lock.flush()
+            return lock
+        lock.close()
+    raise BuildError(f"{out}: cannot take the build lock {path.name} (it keeps being replaced)")
 
 
 @contextmanager
@@ -299,69 +346,70 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
     out = Path(config.out)
     tasks = plan_tasks(inputs, variants, config.val_fraction, config.shard_size, config.seed)
     stamp = inputs.stamp()
-    with _out_errors(out):
-        finished = _prepare_out(out, identity, stamp, config.overwrite)
-        if finished is not None:
-            return BuildReport(out, finished, 0, len(tasks), time.perf_counter() - t_start)
-        (state_dir(out) / "shards").mkdir(parents=True, exist_ok=True)
-        (state_dir(out) / "progress").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(state_dir(out) / "config.json", {**identity, "inputs_stamp": stamp})
-        for tmp in out.glob("*.tmp"):  # left by a killed run; ours by name only
-            if _is_ours(tmp_target(tmp.name) or ""):
-                tmp.unlink(missing_ok=True)
+    with _build_lock(out):
+        with _out_errors(out):
+            finished = _prepare_out(out, identity, stamp, config.overwrite)
+            if finished is not None:
+                return BuildReport(out, finished, 0, len(tasks), time.perf_counter() - t_start)
+            (state_dir(out) / "shards").mkdir(parents=True, exist_ok=True)
+            (state_dir(out) / "progress").mkdir(parents=True, exist_ok=True)
+            write_json_atomic(state_dir(out) / "config.json", {**identity, "inputs_stamp": stamp})
+            for tmp in out.glob("*.tmp"):  # left by a killed run; ours by name only
+                if _is_ours(tmp_target(tmp.name) or ""):
+                    tmp.unlink(missing_ok=True)
 
-    job = Job(
-        out=str(out.absolute()), recipe=recipe.to_dict(), recipe_hash=recipe.hash, seed=config.seed,
-        size=config.size, crop=config.crop, hq_format=config.hq_format, max_pixels=config.max_pixels,
-        png_level=config.png_level, passthrough=config.passthrough, strict=config.strict,
-    )
-    pending = [t for t in tasks if _is_done(out, t.name) is None]
-    total = sum(len(t.pairs) for t in tasks)
-    already = total - sum(len(t.pairs) for t in pending)
-    stats: dict = {}
-    with ProgressPoller(out, pending, already, total, on_progress):
-        for result in run_tasks(pending, job, config.backend, config.workers, config.scheduler):
-            for k, v in result["stats"].items():
-                stats[k] = stats.get(k, 0.0) + v
-            if result["facedeg_version"] != facedeg.__version__:
-                raise BuildError(f"worker runs facedeg {result['facedeg_version']}, this process {facedeg.__version__}")
-
-    results = []
-    for t in tasks:
-        r = _is_done(out, t.name)
-        if r is None:
-            raise BuildError(
-                f"shard {t.name} is missing from {out} after its task finished; with a Dask cluster, "
-                "OUT must be on a file system shared by every worker"
-            )
-        results.append(r)
-    manifest = _manifest(identity, recipe.to_dict(), results, inputs, config.seed)
-    if sum(c["pairs"] for c in manifest["counts"].values()) == 0:
-        first = manifest["skipped"][0] if manifest["skipped"] else {"source": "?", "reason": "?"}
-        raise BuildError(
-            f"no usable input: all {len(manifest['skipped'])} inputs were skipped (first: {first['source']}: {first['reason']})"
+        job = Job(
+            out=str(out.absolute()), recipe=recipe.to_dict(), recipe_hash=recipe.hash, seed=config.seed,
+            size=config.size, crop=config.crop, hq_format=config.hq_format, max_pixels=config.max_pixels,
+            png_level=config.png_level, passthrough=config.passthrough, strict=config.strict,
         )
-    wall = time.perf_counter() - t_start
-    built_pairs = sum(len(t.pairs) for t in pending)
-    manifest["run"] = {
-        "started_utc": started,
-        "wall_s": round(wall, 3),
-        "backend": config.backend,
-        "workers": config.workers,
-        "input": inputs.root,
-        "shards_built": len(pending),
-        "shards_reused": len(tasks) - len(pending),
-        "pairs_per_s": round(built_pairs / wall, 2) if wall > 0 else None,
-        "stage_seconds": {k: round(v, 3) for k, v in stats.items()},
-        "host": platform.node(),
-    }
-    with _out_errors(out):
-        for split in SPLITS:
-            if manifest["counts"][split]["shards"]:
-                write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split))
-        write_json_atomic(out / MANIFEST, manifest)
-    shutil.rmtree(state_dir(out), ignore_errors=True)
-    return BuildReport(out, manifest, len(pending), len(tasks) - len(pending), wall, stats)
+        pending = [t for t in tasks if _is_done(out, t.name) is None]
+        total = sum(len(t.pairs) for t in tasks)
+        already = total - sum(len(t.pairs) for t in pending)
+        stats: dict = {}
+        with ProgressPoller(out, pending, already, total, on_progress):
+            for result in run_tasks(pending, job, config.backend, config.workers, config.scheduler):
+                for k, v in result["stats"].items():
+                    stats[k] = stats.get(k, 0.0) + v
+                if result["facedeg_version"] != facedeg.__version__:
+                    raise BuildError(f"worker runs facedeg {result['facedeg_version']}, this process {facedeg.__version__}")
+
+        results = []
+        for t in tasks:
+            r = _is_done(out, t.name)
+            if r is None:
+                raise BuildError(
+                    f"shard {t.name} is missing from {out} after its task finished; with a Dask cluster, "
+                    "OUT must be on a file system shared by every worker"
+                )
+            results.append(r)
+        manifest = _manifest(identity, recipe.to_dict(), results, inputs, config.seed)
+        if sum(c["pairs"] for c in manifest["counts"].values()) == 0:
+            first = manifest["skipped"][0] if manifest["skipped"] else {"source": "?", "reason": "?"}
+            raise BuildError(
+                f"no usable input: all {len(manifest['skipped'])} inputs were skipped (first: {first['source']}: {first['reason']})"
+            )
+        wall = time.perf_counter() - t_start
+        built_pairs = sum(len(t.pairs) for t in pending)
+        manifest["run"] = {
+            "started_utc": started,
+            "wall_s": round(wall, 3),
+            "backend": config.backend,
+            "workers": config.workers,
+            "input": inputs.root,
+            "shards_built": len(pending),
+            "shards_reused": len(tasks) - len(pending),
+            "pairs_per_s": round(built_pairs / wall, 2) if wall > 0 else None,
+            "stage_seconds": {k: round(v, 3) for k, v in stats.items()},
+            "host": platform.node(),
+        }
+        with _out_errors(out):
+            for split in SPLITS:
+                if manifest["counts"][split]["shards"]:
+                    write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split))
+            write_json_atomic(out / MANIFEST, manifest)
+        shutil.rmtree(state_dir(out), ignore_errors=True)
+        return BuildReport(out, manifest, len(pending), len(tasks) - len(pending), wall, stats)
 
 
 def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: Inputs, seed: int) -> dict:

@@ -66,6 +66,9 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
     run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+    if not cfg.resume and ((ckpt_dir / "latest.pt").exists() or (run_dir / "log.jsonl").exists()):
+        raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
+                          "or choose another --out (nothing was changed)")
 
     # ---------------------------------------------------------------- data (resolve early: clear errors first)
     data_desc = check_source(cfg.data, "train", cfg.degrade)

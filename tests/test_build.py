@@ -279,6 +279,31 @@ def test_default_input_is_the_bundled_faces(tmp_path) -> None:
     assert report.pairs >= 64 and report.manifest["build"]["inputs"]["kind"] == "samples"
 
 
+def test_one_build_at_a_time_per_out(ref, photos, tmp_path) -> None:
+    import fcntl
+
+    from cli.facedeg_cli import app
+
+    out = tmp_path / "out"
+    shutil.copytree(ref[0], out)
+    def contents() -> dict[str, bytes]:
+        return {n: (out / n).read_bytes() for n in files_under(out) if (out / n).is_file()}
+
+    before = None
+    with open(out / ".facedeg-build.lock", "a+") as held:  # what a running build holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        before = contents()
+        with pytest.raises(BuildError, match=r"being written by another facedeg build \(pid 4242 on elsewhere\)"):
+            build(config(photos, out))
+        result = CliRunner().invoke(app, ["build", "-r", "mixed", "-o", str(out), "-i", str(photos), "--size", "64"])
+        assert result.exit_code == 2 and result.output.startswith("error: ") and "another facedeg build" in result.output
+        assert contents() == before, "a refused build touches nothing"
+    report = build(config(photos, out))  # released: this one finishes the build
+    assert report.shards_built == 0 and shard_bytes(out) == shard_bytes(ref[0])
+
+
 def test_cli_errors_are_one_line(ref, tmp_path) -> None:
     from cli.facedeg_cli import app
 

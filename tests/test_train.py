@@ -108,6 +108,17 @@ def test_resume_with_another_architecture_names_the_shapes(shards, tmp_path):
         train(tiny(shards, tmp_path / "run", max_steps=2, ngf=16, resume=True), progress=False)
 
 
+def test_an_existing_run_dir_needs_resume(shards, tmp_path):
+    train(tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1), progress=False)
+    log_before = (tmp_path / "run" / "log.jsonl").read_bytes()
+    ckpt_before = (tmp_path / "run" / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"run already holds a training run: pass --resume"):
+        train(tiny(shards, tmp_path / "run", max_steps=2, ckpt_every=1), progress=False)
+    assert (tmp_path / "run" / "log.jsonl").read_bytes() == log_before, "the old log is untouched"
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").read_bytes() == ckpt_before
+    assert train(tiny(shards, tmp_path / "run", max_steps=2, ckpt_every=1, resume=True), progress=False)["step"] == 2
+
+
 def test_cuda_code_path_bf16_channels_last_runs_on_cpu(shards, tmp_path):
     cfg = tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1, precision="bf16", channels_last="on",
                sample_every=1, val_every=1)
