@@ -89,7 +89,8 @@ def restore(
 @app.command(name="eval", epilog="Examples:\n\n"
              "  hifacegan eval --checkpoint runs/ffhq/checkpoints/latest.pt --data shards/\n\n"
              "  hifacegan eval --checkpoint model.pt --data 'val-{000000..000003}.tar' --json eval.json\n\n"
-             "  hifacegan eval --checkpoint model.pt --data shards/ --lpips-alexnet alexnet.pth --lpips-linear alex.pth")
+             "  hifacegan eval --checkpoint model.pt --data shards/ --lpips-alexnet alexnet.pth --lpips-linear alex.pth\n\n"
+             "  hifacegan eval --checkpoint model.pt --data shards/ --fid-inception pt_inception-2015-12-05-6726825d.pth")
 @errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint.")],
@@ -102,22 +103,28 @@ def evaluate(
                                                        "(with --lpips-linear).")] = None,
     lpips_linear: Annotated[Path | None, typer.Option(help="Local LPIPS v0.1 'alex' linear-layer file "
                                                       "(lin0..lin4), for LPIPS (with --lpips-alexnet).")] = None,
+    fid_inception: Annotated[Path | None, typer.Option(help="Local pytorch-fid Inception weights file "
+                                                       "(pt_inception-*.pth, see the last example), for FID.")] = None,
 ) -> None:
-    """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS of LQ and restored output
-    against HQ."""
+    """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS and FID of LQ and restored
+    output against HQ. Weight files are only read locally, never downloaded."""
     from rich.console import Console
     from rich.table import Table
 
     from hifacegan.restore import evaluate as run_eval
-    from hifacegan.restore import format_table, load_generator, load_lpips, pick_device, write_json
+    from hifacegan.restore import format_table, load_fid, load_generator, load_lpips, pick_device, write_json
 
     if (lpips_alexnet is None) != (lpips_linear is None):
         fail("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
     lpips = load_lpips(lpips_alexnet, lpips_linear) if lpips_alexnet and lpips_linear else None
+    fid = load_fid(fid_inception) if fid_inception else None
     G, info = load_generator(checkpoint, pick_device(device))
-    result = {"checkpoint": str(checkpoint), "model": info, **run_eval(G, data, batch_size, limit, lpips=lpips)}
+    result = {"checkpoint": str(checkpoint), "model": info,
+              **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid)}
     if lpips is not None:
         result["lpips"].update(alexnet=str(lpips_alexnet), linear=str(lpips_linear))
+    if fid is not None:
+        result["fid"]["weights"] = str(fid_inception)
     console = Console(soft_wrap=True)
     console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, "
                   f"{info['variant']} ngf {info['ngf']} at {info['size']}px)", highlight=False)
@@ -127,7 +134,10 @@ def evaluate(
     for row in format_table(result):
         table.add_row(*row)
     console.print(table)
-    console.print(result["note"], highlight=False)
+    if result["note"]:
+        console.print(result["note"], highlight=False)
+    if result["fid"] and result["fid"]["warning"]:
+        console.print(f"warning: {result['fid']['warning']}", highlight=False)
     if json_path:
         write_json(result, json_path)
         console.print(f"wrote {json_path}", highlight=False)

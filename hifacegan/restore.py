@@ -22,13 +22,20 @@ from facedeg.errors import ImageError
 from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.config import HiFaceGANError
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
+from hifacegan.fid import FEATURES, MIN_SAMPLES, FeatureStats, InceptionV3Features, fid_from_stats
 from hifacegan.lpips import LPIPS
 from hifacegan.metrics import ms_ssim, psnr, ssim
 from hifacegan.models import build_generator
 
 NO_BACKBONES = "not available without local backbone weight files (nothing is downloaded)"
-NO_LPIPS = f"LPIPS, FID: {NO_BACKBONES}; pass --lpips-alexnet and --lpips-linear for LPIPS"
-NO_FID = "FID: not available (it needs Inception weights; nothing is downloaded)"
+LPIPS_HINT = "--lpips-alexnet and --lpips-linear for LPIPS"
+FID_HINT = "--fid-inception for FID"
+NO_LPIPS = f"LPIPS: {NO_BACKBONES}; pass {LPIPS_HINT}"
+NO_FID = f"FID: {NO_BACKBONES}; pass {FID_HINT}"
+NO_LPIPS_FID = f"LPIPS, FID: {NO_BACKBONES}; pass {LPIPS_HINT}, {FID_HINT}"
+FID_TOO_FEW = f"FID not computed: it needs at least {MIN_SAMPLES} samples, got {{n}}"
+FID_FEW = (f"FID from {{n}} samples: with fewer than {FEATURES} (the feature size) the covariances are "
+           "rank-deficient and FID is biased upward; compare FIDs only over the same number of samples")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -129,49 +136,87 @@ def load_lpips(alexnet_path: str | Path, linear_path: str | Path) -> LPIPS:
         raise HiFaceGANError(f"LPIPS weights: {str(exc).splitlines()[0]}") from None
 
 
+def load_fid(path: str | Path) -> InceptionV3Features:
+    """pytorch-fid's InceptionV3 from a local weight file; HiFaceGANError naming the file and keys on a bad one."""
+    try:
+        return InceptionV3Features.from_file(path)
+    except ValueError as exc:
+        raise HiFaceGANError(f"FID Inception weights: {str(exc).splitlines()[0]}") from None
+
+
 def _batches(spec: str, size: int, batch_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
     check_source(spec, "val")
     yield from val_batches(spec, size, batch_size, limit=limit if limit is not None else 1 << 62)
 
 
 def evaluate(G: torch.nn.Module, data: str, batch_size: int = 8, limit: int | None = None,
-             on_progress: Callable[[int], None] | None = None, lpips: LPIPS | None = None) -> dict[str, Any]:
+             on_progress: Callable[[int], None] | None = None, lpips: LPIPS | None = None,
+             fid: InceptionV3Features | None = None) -> dict[str, Any]:
     """Mean PSNR / SSIM / MS-SSIM (and LPIPS when `lpips` is given) of LQ and of the restored output
-    against HQ on paired shards (`data`: a dataset DIR (its val shards) or a shard pattern)."""
+    against HQ on paired shards (`data`: a dataset DIR (its val shards) or a shard pattern), and, when
+    `fid` (the Inception feature net) is given, the FID of the LQ set and of the restored set against the
+    HQ set, over all evaluated samples (features on the generator's device, statistics in float64)."""
+    device = next(G.parameters()).device
     names = ("psnr", "ssim", "ms_ssim") + (("lpips",) if lpips is not None else ())
     if lpips is not None:
-        lpips = lpips.to(next(G.parameters()).device)
+        lpips = lpips.to(device)
+    if fid is not None:
+        fid = fid.to(device)
+    stats = {w: FeatureStats() for w in ("hq", "lq", "restored")} if fid is not None else {}
     sums = {f"{n}_{w}": 0.0 for w in ("lq", "restored") for n in names}
     count = 0
     for batch in _batches(data, G.config["size"], batch_size, limit):
+        restored = run_generator(G, batch["lq"])
         hq = batch["hq"].permute(0, 3, 1, 2).double() / 255
-        images = {"lq": batch["lq"].permute(0, 3, 1, 2).double() / 255,
-                  "restored": run_generator(G, batch["lq"]).cpu().double()}
+        images = {"lq": batch["lq"].permute(0, 3, 1, 2).double() / 255, "restored": restored.cpu().double()}
         for which, img in images.items():
             sums[f"psnr_{which}"] += psnr(img, hq).clamp(max=100).sum().item()
             sums[f"ssim_{which}"] += ssim(img, hq).sum().item()
             sums[f"ms_ssim_{which}"] += ms_ssim(img, hq).sum().item()
             if lpips is not None:
                 with torch.no_grad():
-                    dev = lpips.shift.device
-                    sums[f"lpips_{which}"] += lpips(img.to(dev).float(), hq.to(dev).float()).sum().item()
+                    sums[f"lpips_{which}"] += lpips(img.to(device).float(), hq.to(device).float()).sum().item()
+        if fid is not None:
+            with torch.no_grad():  # one pass over HQ, LQ and restored together
+                feats = fid(torch.cat([hq.to(device).float(), images["lq"].to(device).float(), restored]))
+            for which, f in zip(("hq", "lq", "restored"), feats.split(len(hq)), strict=True):
+                stats[which].update(f)
         count += len(hq)
         if on_progress:
             on_progress(count)
     if count == 0:
         raise HiFaceGANError(f"{data}: no usable samples to evaluate")
     metrics = {k: round(v / count, 4) for k, v in sums.items()}
+    fid_result = _fid_result(stats) if fid is not None else None
+    missing = (lpips is None, fid is None)
+    note = {(True, True): NO_LPIPS_FID, (True, False): NO_LPIPS, (False, True): NO_FID}.get(missing)
     return {"data": str(data), "samples": count, "metrics": metrics,
-            "lpips": {"net": "alex", "version": "0.1"} if lpips is not None else None, "fid": None,
-            "note": NO_FID if lpips is not None else NO_LPIPS}
+            "lpips": {"net": "alex", "version": "0.1"} if lpips is not None else None, "fid": fid_result,
+            "note": note}
+
+
+def _fid_result(stats: dict[str, FeatureStats]) -> dict[str, Any]:
+    """FID of LQ and of restored against HQ (None values below MIN_SAMPLES); a warning when there are
+    too few samples for FID or for an unbiased one."""
+    n = stats["hq"].count
+    ok = n >= MIN_SAMPLES
+    values = {w: round(fid_from_stats(stats["hq"], stats[w]), 4) if ok else None for w in ("lq", "restored")}
+    warning = FID_TOO_FEW.format(n=n) if not ok else FID_FEW.format(n=n) if n < FEATURES else None
+    return {**values, "samples": n, "net": "pytorch-fid InceptionV3 pool3", "dims": FEATURES, "warning": warning}
 
 
 def format_table(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Rows (metric, LQ, restored) for printing."""
     m = result["metrics"]
     rows = (("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("MS-SSIM", "ms_ssim", 4), ("LPIPS (alex)", "lpips", 4))
-    return [(label, f"{m[f'{key}_lq']:.{digits}f}", f"{m[f'{key}_restored']:.{digits}f}")
-            for label, key, digits in rows if f"{key}_lq" in m]
+    table = [(label, f"{m[f'{key}_lq']:.{digits}f}", f"{m[f'{key}_restored']:.{digits}f}")
+             for label, key, digits in rows if f"{key}_lq" in m]
+    fid = result.get("fid")
+    if fid:
+        few = fid["lq"] is not None and fid["samples"] < FEATURES
+        label = "FID vs HQ" + (f" ({fid['samples']} samples, biased)" if few else "")
+        table.append((label, *("n/a" if fid[w] is None else f"{fid[w]:.2f}" for w in ("lq", "restored"))))
+    return table
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
