@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hifacegan.weights import load_state_file
+from hifacegan.weights import check_state, load_state_file
 
 FEATURES = 2048
 INPUT_SIZE = 299
@@ -41,7 +41,6 @@ MIN_SAMPLES = 2  # a covariance needs two samples
 _BN_EPS = 1e-3
 _CLASSES = 1008
 _IGNORED_SUFFIX = ".num_batches_tracked"
-_MAX_LISTED = 5
 
 
 class _Conv(NamedTuple):
@@ -253,22 +252,11 @@ class InceptionV3Features(nn.Module):
     def from_state_dict(cls, state: Mapping[str, object], source: str = "state dict") -> InceptionV3Features:
         """Build from a pytorch-fid Inception state dict; ValueError (one line) naming the bad keys."""
         expected = cls.layout()
-        given = {k: v for k, v in state.items()
-                 if not (str(k).endswith(_IGNORED_SUFFIX)
-                         and str(k).removesuffix(_IGNORED_SUFFIX) + ".running_mean" in expected)}
-        missing = [k for k in expected if k not in given]
-        unexpected = [str(k) for k in given if k not in expected]
-        mismatched = [
-            f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} != {expected[k]}"
-            for k, v in given.items()
-            if k in expected and (not isinstance(v, torch.Tensor) or tuple(v.shape) != expected[k])
-        ]
-        problems = [f"{name}: {_listing(keys)}" for name, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys]
-        if problems:
-            raise ValueError(f"{source} is not a pytorch-fid Inception state dict; " + "; ".join(problems))
+        tensors = check_state(state, expected, source, "a pytorch-fid Inception state dict",
+                              ignore=lambda k: k.endswith(_IGNORED_SUFFIX)
+                              and k.removesuffix(_IGNORED_SUFFIX) + ".running_mean" in expected)
         model = cls()
-        model.load_state_dict({k: given[k] for k in expected}, strict=True)
+        model.load_state_dict(tensors, strict=True)
         return model
 
     @classmethod
@@ -286,10 +274,6 @@ class InceptionV3Features(nn.Module):
             x = self.get_submodule(name)(x)
         return x.mean((2, 3))
 
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
 class FeatureStats:

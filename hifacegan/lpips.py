@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hifacegan.weights import load_state_file
+from hifacegan.weights import check_state, load_state_file
 
 # torchvision's AlexNet ``features``: (index, in, out, kernel, stride, padding) of each conv; a ReLU
 # follows every conv, and a 3x3 stride-2 max pool follows the ReLUs of conv1, conv2 and conv5.
@@ -39,20 +39,6 @@ _SCALE = (0.458, 0.448, 0.450)
 _EPS = 1e-10
 MIN_SIZE = 31  # smaller inputs leave no pixel after the second pool
 _IGNORED_PREFIX = "classifier."
-
-
-def _check(state: Mapping[str, object], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
-    """One-line ValueError naming the first missing, unexpected or mis-shaped key."""
-    for key, shape in expected.items():
-        if key not in state:
-            raise ValueError(f"{source}: missing key {key}")
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{source}: key {key} has shape {found}, expected {shape}")
-    for key in state:
-        if key not in expected and not str(key).startswith(_IGNORED_PREFIX):
-            raise ValueError(f"{source}: unexpected key {key}")
 
 
 class LPIPS(nn.Module):
@@ -101,11 +87,12 @@ class LPIPS(nn.Module):
     def from_state_dicts(cls, alexnet: Mapping[str, object], linear: Mapping[str, object],
                          alexnet_source: str = "AlexNet state dict",
                          linear_source: str = "LPIPS linear state dict") -> LPIPS:
-        """Build from the two state dicts; ValueError naming the first bad key."""
-        _check(alexnet, cls.alexnet_shapes(), alexnet_source)
-        _check(linear, cls.linear_shapes(), linear_source)
+        """Build from the two state dicts; a one-line ValueError naming the file and the bad keys."""
+        alexnet = check_state(alexnet, cls.alexnet_shapes(), alexnet_source, "a torchvision AlexNet state dict",
+                              ignore=lambda k: k.startswith(_IGNORED_PREFIX))
+        linear = check_state(linear, cls.linear_shapes(), linear_source, "an LPIPS v0.1 'alex' linear-layer file")
         for key in cls.linear_shapes():
-            if (linear[key] < 0).any():  # type: ignore[operator]
+            if (linear[key] < 0).any():
                 raise ValueError(f"{linear_source}: key {key} has negative weights (LPIPS weights are >= 0)")
         model = cls()
         with torch.no_grad():

@@ -1,8 +1,9 @@
-"""Loading local weight files (VGG19, LPIPS): never downloaded, always ``weights_only=True``."""
+"""Loading local weight files (VGG19, LPIPS, FID Inception): never downloaded, always ``weights_only=True``,
+and every key and shape checked before use."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -23,3 +24,33 @@ def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: {label}file does not hold a state dict (found {type(state).__name__})")
     return state
+
+
+_MAX_LISTED = 5
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+
+
+def check_state(state: Mapping[str, object], expected: Mapping[str, tuple[int, ...]], source: str, what: str,
+                ignore: Callable[[str], bool] = lambda key: False) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` named in ``expected`` (key -> shape), after checking that nothing is missing,
+    unexpected (keys for which ``ignore`` is true are dropped first) or of another shape / not a tensor.
+
+    Otherwise a one-line ValueError: ``SOURCE is not WHAT; missing: ...; unexpected: ...; shape mismatch:
+    KEY (found) != (expected)``, each list cut after a few keys."""
+    given = {str(k): v for k, v in state.items() if not ignore(str(k))}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [
+        f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} != {tuple(expected[k])}"
+        for k, v in given.items()
+        if k in expected and (not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(expected[k]))
+    ]
+    problems = [f"{name}: {_listing(keys)}" for name, keys in
+                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys]
+    if problems:
+        raise ValueError(f"{source} is not {what}; " + "; ".join(problems))
+    return {k: given[k] for k in expected}  # type: ignore[misc]

@@ -76,16 +76,16 @@ def test_other_face_is_farther_than_a_light_blur(net):
 
 
 @pytest.mark.parametrize(("which", "edit", "message"), [
-    ("alexnet", lambda d: d.pop("features.3.weight"), "alexnet.pth: missing key features.3.weight"),
+    ("alexnet", lambda d: d.pop("features.3.weight"), "alexnet.pth is not a torchvision AlexNet state dict; missing: features.3.weight"),
     ("alexnet", lambda d: d.update({"features.8.bias": torch.zeros(3)}),
-     "alexnet.pth: key features.8.bias has shape (3,), expected (256,)"),
-    ("alexnet", lambda d: d.update({"features.12.weight": torch.zeros(1)}), "alexnet.pth: unexpected key features.12"),
-    ("linear", lambda d: d.pop("lin2.model.1.weight"), "alex.pth: missing key lin2.model.1.weight"),
+     "alexnet.pth is not a torchvision AlexNet state dict; shape mismatch: features.8.bias (3,) != (256,)"),
+    ("alexnet", lambda d: d.update({"features.12.weight": torch.zeros(1)}), "alexnet.pth is not a torchvision AlexNet state dict; unexpected: features.12"),
+    ("linear", lambda d: d.pop("lin2.model.1.weight"), "alex.pth is not an LPIPS v0.1 'alex' linear-layer file; missing: lin2.model.1.weight"),
     ("linear", lambda d: d.update({"lin0.model.1.weight": torch.rand(1, 32, 1, 1)}),
-     "alex.pth: key lin0.model.1.weight has shape (1, 32, 1, 1), expected (1, 64, 1, 1)"),
+     "alex.pth is not an LPIPS v0.1 'alex' linear-layer file; shape mismatch: lin0.model.1.weight (1, 32, 1, 1) != (1, 64, 1, 1)"),
     ("linear", lambda d: d.update({"lin1.model.1.weight": -torch.rand(1, 192, 1, 1)}),
      "alex.pth: key lin1.model.1.weight has negative weights"),
-    ("linear", lambda d: d.update({"lin5.model.1.weight": torch.rand(1)}), "alex.pth: unexpected key lin5"),
+    ("linear", lambda d: d.update({"lin5.model.1.weight": torch.rand(1)}), "alex.pth is not an LPIPS v0.1 'alex' linear-layer file; unexpected: lin5"),
 ])
 def test_bad_keys_are_one_line_errors(which, edit, message, tmp_path):
     alexnet, linear = weight_dicts()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hifacegan.weights import load_state_file
+from hifacegan.weights import check_state, load_state_file
 
 # torchvision's VGG19 ("E"): blocks of (width, number of 3x3 conv + ReLU), each followed by a 2x2 max pool.
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -21,12 +21,6 @@ TAPS = (1, 6, 11, 20, 29)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _IGNORED_PREFIX = "classifier."
-_MAX_LISTED = 5
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
 class VGG19Features(nn.Module):
@@ -59,27 +53,10 @@ class VGG19Features(nn.Module):
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], source: str = "state dict") -> VGG19Features:
         """Build from a torchvision-format VGG19 state dict; ValueError naming any bad keys."""
         model = cls()
-        expected = model.state_dict()
-        given = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIX)}
-        missing = [k for k in expected if k not in given]
-        unexpected = [k for k in given if k not in expected]
-        mismatched = [
-            f"{k} {tuple(getattr(given[k], 'shape', ()))} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in given and (not isinstance(given[k], torch.Tensor) or given[k].shape != v.shape)
-        ]
-        problems = [
-            f"{name}: {_listing(keys)}"
-            for name, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatch", mismatched),
-            )
-            if keys
-        ]
-        if problems:
-            raise ValueError(f"{source} is not a torchvision VGG19 state dict; " + "; ".join(problems))
-        model.load_state_dict({k: given[k] for k in expected}, strict=True)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        tensors = check_state(state, expected, source, "a torchvision VGG19 state dict",
+                              ignore=lambda k: k.startswith(_IGNORED_PREFIX))
+        model.load_state_dict(tensors, strict=True)
         return model
 
     @classmethod
