@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, run_app, user_errors
+from cli.common import fail, output_path, run_app, user_errors, write_output
 from hifacegan.config import HiFaceGANError, TrainConfig
 
 app = typer.Typer(
@@ -116,6 +116,8 @@ def evaluate(
 
     if (lpips_alexnet is None) != (lpips_linear is None):
         fail("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
+    if json_path:
+        output_path(json_path, suffixes=None)  # a bad --json path fails now, not after the evaluation
     lpips = load_lpips(lpips_alexnet, lpips_linear) if lpips_alexnet and lpips_linear else None
     fid = load_fid(fid_inception) if fid_inception else None
     G, info = load_generator(checkpoint, pick_device(device))
@@ -139,7 +141,7 @@ def evaluate(
     if result["fid"] and result["fid"]["warning"]:
         console.print(f"warning: {result['fid']['warning']}", highlight=False)
     if json_path:
-        write_json(result, json_path)
+        write_output(json_path, lambda path: write_json(result, path))
         console.print(f"wrote {json_path}", highlight=False)
 
 

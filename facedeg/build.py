@@ -54,7 +54,7 @@ from facedeg.shards import (
 
 DEMO_PAIRS = 64  # with the bundled samples and no --variants, draw enough variants for this many pairs
 
-LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _lock_out
+LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _build_lock
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -207,7 +207,7 @@ def _our_files(out: Path) -> list[Path]:
 
 
 def _prepare_out(out: Path, identity: dict, stamp: str, overwrite: bool) -> dict | None:
-    """Check OUT (created and locked by `_lock_out`) against this build; return the finished manifest
+    """Check OUT (created and locked by `_build_lock`) against this build; return the finished manifest
     when there is nothing to do."""
     previous, where = None, None
     if (out / MANIFEST).exists():

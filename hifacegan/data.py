@@ -45,7 +45,7 @@ log = logging.getLogger("hifacegan.data")
 
 HQ_MEMBERS = ("hq.png", "hq.jpg", "hq.webp")
 MEMBERS = frozenset((*HQ_MEMBERS, "lq.png", "json"))
-IMAGE_EXTS = frozenset((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
+IMAGE_EXTS = frozenset(imageio.IMAGE_EXTENSIONS)  # the same files facedeg build reads
 
 
 class DataError(HiFaceGANError):
@@ -278,6 +278,10 @@ class PairStream(IterableDataset):
             lq = self._recipe.sample(seed, hq.shape[:2]).apply(hq)
         else:
             if "lq.png" not in raw:
+                if not self.train:  # val/eval data is a pair set by definition: stop, don't skip every sample
+                    raise DataError(f"{url}: sample {key} has no lq.png: validation and eval need paired shards "
+                                    "(from facedeg build); HQ-only data needs on-the-fly degradation "
+                                    "(hifacegan train --degrade RECIPE)")
                 raise ValueError("no lq.png member (HQ-only data needs --degrade RECIPE)")
             lq = self._sized(imageio.decode(raw["lq.png"], "lq.png"))
         return {"key": key, "url": url, "lq": lq, "hq": hq, "round": self.round}

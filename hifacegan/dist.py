@@ -72,6 +72,17 @@ def all_gather_objects(obj: object) -> list[object]:
     return out
 
 
+def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The mean of `t` over all ranks (`t` itself when not distributed). Every rank gets the same values,
+    so a non-finite loss on one rank stops all of them together instead of leaving the others waiting
+    in their next collective until the timeout."""
+    if not is_dist():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / world_size()
+
+
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()

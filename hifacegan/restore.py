@@ -39,6 +39,8 @@ FID_FEW = (f"FID from {{n}} samples: with fewer than {FEATURES} (the feature siz
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    if device not in ("auto", "cuda", "cpu"):
+        raise HiFaceGANError(f"--device {device}: expected auto, cuda or cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise HiFaceGANError("--device cuda: no CUDA device is available")
     return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -50,10 +52,14 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     arch = ck["config"]["generator"]
     try:
         G = build_generator(**arch)
-    except (TypeError, ValueError) as exc:
-        raise HiFaceGANError(f"{path}: bad generator architecture {arch}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sizes too large to allocate
+        raise HiFaceGANError(f"{path}: bad generator architecture {arch}: {str(exc).splitlines()[0]}") from None
+    try:
+        step = int(ck.get("step", 0))
+    except (TypeError, ValueError, RuntimeError):
+        raise HiFaceGANError(f"{path}: not a hifacegan training checkpoint (step is {ck['step']!r})") from None
     load_state(G, ck["G"], "generator", path)
-    return G.to(device).eval(), {"step": int(ck.get("step", 0)), **arch}
+    return G.to(device).eval(), {"step": step, **arch}
 
 
 def _autocast(device: torch.device) -> Any:
@@ -86,13 +92,18 @@ def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
     return imageio.resize(np.ascontiguousarray(out), w, h)
 
 
-def list_inputs(path: str | Path) -> tuple[Path, list[Path]]:
-    """(root, files): one image file, or every image under a folder (recursive, sorted)."""
+def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
+    """(root, files): one image file, or every image under a folder (recursive, sorted), leaving out the
+    folder `exclude` when it lies inside it (an output folder inside the input folder)."""
     p = Path(path)
     if p.is_file():
         return p.parent, [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        skip = exclude.resolve() if exclude is not None else None
+        if skip is not None and (skip == p.resolve() or not skip.is_relative_to(p.resolve())):
+            skip = None
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
+                       and not (skip is not None and f.resolve().is_relative_to(skip)))
         if not files:
             raise HiFaceGANError(f"{p}: no image files found")
         return p, files
@@ -102,18 +113,31 @@ def list_inputs(path: str | Path) -> tuple[Path, list[Path]]:
 def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Path,
                   on_progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Restore an image or a folder into out_dir (PNG, same relative names). Unreadable files are skipped."""
-    root, files = list_inputs(input_path)
     out_dir = Path(out_dir)
+    root, files = list_inputs(input_path, exclude=out_dir)
     written, skipped = [], []
     names = Counter(f.relative_to(root).with_suffix("") for f in files)
+    dests: dict[Path, Path] = {}  # file -> where its restored PNG goes; checked before anything is written
+    sources = {f.resolve(): f for f in files}
+    claimed: dict[Path, Path] = {}
+    for f in files:
+        rel = f.relative_to(root)  # a.jpg and a.png side by side: a.jpg.png and a.png.png
+        dest = dests[f] = out_dir / (rel.with_suffix(".png") if names[rel.with_suffix("")] == 1 else f"{rel}.png")
+        where = dest.resolve()
+        if where in sources:
+            raise HiFaceGANError(f"--out {out_dir}: restoring {f} would overwrite the input {sources[where]}; "
+                                 "choose another --out (nothing was written)")
+        if where in claimed:
+            raise HiFaceGANError(f"--out {out_dir}: {claimed[where]} and {f} would both be restored to {dest}; "
+                                 "rename one of them (nothing was written)")
+        claimed[where] = f
     for i, f in enumerate(files):
         try:
             rgb = imageio.read_image(f)
         except ImageError as exc:
             skipped.append({"file": str(f), "reason": str(exc)})
         else:
-            rel = f.relative_to(root)  # a.jpg and a.png side by side: a.jpg.png and a.png.png
-            dest = out_dir / (rel.with_suffix(".png") if names[rel.with_suffix("")] == 1 else f"{rel}.png")
+            dest = dests[f]
             out = cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR)
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
     run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+    existing = next(p for p in (run_dir.absolute(), *run_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():  # OUT itself, or a folder on its way, is a file
+        raise ConfigError(f"--out: {existing} exists and is not a directory")
     if not cfg.resume and ((ckpt_dir / "latest.pt").exists() or (run_dir / "log.jsonl").exists()):
         raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                           "or choose another --out (nothing was changed)")
@@ -190,8 +193,9 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
                 window["steps"] += 1
 
                 # logging, samples, validation, checkpoints
-                terms = {**g_terms, **d_terms}  # one device->host copy per step (the only sync)
-                losses = dict(zip(terms, torch.stack(list(terms.values())).float().tolist(), strict=True))
+                terms = {**g_terms, **d_terms}  # averaged over ranks; one device->host copy per step
+                values = dist.mean_over_ranks(torch.stack(list(terms.values())).float()).tolist()
+                losses = dict(zip(terms, values, strict=True))
                 if not all(np.isfinite(v) for v in losses.values()):
                     raise HiFaceGANError(f"non-finite loss at step {step}: {losses}")
                 if step % cfg.log_every == 0 or step == cfg.max_steps:

@@ -3,6 +3,7 @@ and every key and shape checked before use."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -12,10 +13,14 @@ import torch
 def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
     """The state dict saved in ``path``; a one-line ValueError naming the file and the reason otherwise."""
     label = f"{what} " if what else ""
+    if Path(path).is_dir():
+        raise ValueError(f"{path}: is a directory; pass the {label}weight file itself")
     if not Path(path).is_file():
         raise ValueError(f"{path}: {label}file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         if "Weights only load failed" in reason:

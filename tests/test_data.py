@@ -125,6 +125,15 @@ def test_no_usable_samples_is_an_error(tmp_path):
         list(data.train_loader(str(hq_only), 64, 2, steps=1, workers=0, seed=0, epoch=0))
 
 
+def test_hq_only_val_data_without_degrade_stops_with_one_error(tmp_path, caplog):
+    hq_only = write_shards(tmp_path / "hq", 2, 2, hq_only=True)
+    with pytest.raises(DataError, match=r"val-000000\.tar: sample \S+ has no lq\.png: validation and eval need "
+                                        r"paired shards"):
+        list(data.val_batches(str(hq_only), 64, 2, limit=4))
+    assert "skipping" not in caplog.text, "not one warning per sample"
+    assert len(list(data.val_batches(str(hq_only), 64, 2, limit=4, degrade="jpeg"))) == 1  # degraded on the fly
+
+
 def test_on_the_fly_lq_differs_across_workers(tmp_path):
     folder = write_folder(tmp_path / "one", n=1, size=80)  # one image: both workers read it
     loader = data.train_loader(str(folder), 64, 1, steps=2, workers=2, seed=0, epoch=0, degrade="mixed")

@@ -158,6 +158,8 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     torch.save({"fc.weight": Opaque()}, tmp_path / "object.pth")
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    (tmp_path / "adir.pth").mkdir()
+    cases["adir.pth"] = "is a directory; pass the Inception weight file itself"
     for name, message in cases.items():
         with pytest.raises(ValueError) as info:
             InceptionV3Features.from_file(tmp_path / name)

@@ -79,6 +79,44 @@ def test_restore_any_size_and_skips_unreadable(run):
     assert {p.name for p in (tmp / "o3").iterdir() if p.is_file()} == {"wide.jpg.png", "wide.png.png"}
 
 
+def test_restore_never_overwrites_inputs_or_its_own_outputs(run):
+    tmp, _, ckpt, _ = run
+    src = tmp / "keep"
+    src.mkdir()
+    face = cv2.cvtColor(face_crops(1, 64)[0], cv2.COLOR_RGB2BGR)
+    for name in ("a.png", "a.jpg", "a.jpg.png", "b.png"):
+        cv2.imwrite(str(src / name), face)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+
+    def restore(*args):
+        res = runner.invoke(app, ["restore", *map(str, args), "--checkpoint", str(ckpt)])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        return res.output
+
+    assert "would overwrite the input" in restore(src, "--out", src)  # OUT is the input folder
+    assert "would overwrite the input" in restore(src / "b.png", "--out", src)  # next to the input file
+    assert "would both be restored to" in restore(src, "--out", tmp / "clash")  # a.jpg -> a.jpg.png, a.jpg.png too
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before and not (tmp / "clash").exists()
+
+    (src / "a.jpg.png").unlink()
+    for _ in range(2):  # OUT inside the input folder: the second run does not restore the first run's output
+        res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(src / "restored")])
+        assert res.exit_code == 0 and "restored 3 image(s)" in res.output, res.output
+    assert sorted(p.relative_to(src / "restored").as_posix() for p in (src / "restored").rglob("*")) == [
+        "a.jpg.png", "a.png.png", "b.png"]
+
+
+def test_restore_an_architecture_too_large_to_allocate_is_one_line(run, monkeypatch):
+    import hifacegan.restore as restore_mod
+
+    def huge(**arch):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory\nmore")
+    monkeypatch.setattr(restore_mod, "build_generator", huge)
+    res = runner.invoke(app, ["restore", str(run[0]), "--checkpoint", str(run[2]), "--out", str(run[0] / "o_huge")])
+    assert res.exit_code == 2 and "bad generator architecture" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--data", "nowhere/train-{000000..000003}.tar", "--out", "x", "--size", "64"],
      "error: shard not found: nowhere/train-000000.tar (and 3 more)"),
@@ -93,6 +131,10 @@ def test_restore_any_size_and_skips_unreadable(run):
     (["train", "--data", "d", "--out", "x", "--batch-size", "0"], "error: batch_size must be positive, got 0"),
     (["train", "--data", "d", "--out", "x", "--max-steps", "-1"], "error: max_steps must be positive, got -1"),
     (["train", "--out", "x"], "error: no training data: pass --data"),
+    (["train", "--data", "d", "--out", "random.pt", "--size", "64"], "error: --out: "),
+    (["restore", "adir", "--checkpoint", "step.pt", "--out", "o"], "error: step.pt: not a hifacegan training checkpoint"),
+    (["eval", "--checkpoint", "missing.pt", "--data", "d", "--device", "tpu"], "error: --device tpu: expected auto"),
+    (["eval", "--checkpoint", "missing.pt", "--data", "d", "--json", "adir"], "error: adir: is a directory"),
 ])
 def test_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -100,6 +142,8 @@ def test_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
     (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(1000))
     torch.save({"G": {}, "config": 5}, tmp_path / "odd.pt")
     torch.save({"G": {}, "config": {"generator": {"variant": "hifacegan", "ngf": 8}}}, tmp_path / "badarch.pt")
+    torch.save({"G": {}, "step": "abc", "config": {"generator": {"variant": "hifacegan", "ngf": 8, "size": 64}}},
+               tmp_path / "step.pt")
     write_shards(tmp_path / "d", 2, 0, per_shard=2)
     res = runner.invoke(app, args)
     assert res.exit_code == 2

@@ -119,6 +119,26 @@ def test_an_existing_run_dir_needs_resume(shards, tmp_path):
     assert train(tiny(shards, tmp_path / "run", max_steps=2, ckpt_every=1, resume=True), progress=False)["step"] == 2
 
 
+def test_an_out_that_is_a_file_is_a_config_error(shards, tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        with pytest.raises(ConfigError, match=r"--out: .*afile exists and is not a directory"):
+            train(tiny(shards, out, max_steps=1), progress=False)
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_plain_pickle_checkpoint_gives_no_torch_warning(tmp_path):
+    import pickle
+    import warnings
+
+    (tmp_path / "x.pt").write_bytes(pickle.dumps({"G": 1}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+            load_checkpoint(tmp_path / "x.pt")
+    assert not caught, [str(w.message) for w in caught]  # the CLI error stays one line
+
+
 def test_cuda_code_path_bf16_channels_last_runs_on_cpu(shards, tmp_path):
     cfg = tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1, precision="bf16", channels_last="on",
                sample_every=1, val_every=1)
@@ -207,6 +227,29 @@ def test_torchrun_two_processes_gloo_read_disjoint_shards(shards, tmp_path):
     assert [r["step"] for r in records(tmp_path / "run")] == [1, 2, 3]
     assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").is_file()
     assert records(tmp_path / "run", "val")[0]["val_samples"] == 2
+
+
+_MEAN_OVER_RANKS = '''
+import sys, torch
+from pathlib import Path
+from hifacegan import dist
+dist.init("cpu")
+rank = dist.rank()
+mine = torch.tensor([1.0 + rank, float("nan") if rank == 1 else 5.0])  # only rank 1 has a NaN
+Path(sys.argv[1], f"rank{rank}.txt").write_text(str(dist.mean_over_ranks(mine).tolist()))
+dist.cleanup()
+'''
+
+
+def test_losses_are_averaged_over_ranks_so_a_nan_stops_every_rank(tmp_path):
+    (tmp_path / "mean.py").write_text(_MEAN_OVER_RANKS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(tmp_path / "mean.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    seen = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert seen == ["[1.5, nan]", "[1.5, nan]"]  # both ranks see rank 1's NaN: both stop
 
 
 @pytest.mark.skipif(not os.environ.get("HIFACEGAN_TEST_COMPILE"),
