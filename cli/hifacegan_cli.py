@@ -72,12 +72,14 @@ def restore(
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
 ) -> None:
     """Restore face images with a trained generator; unreadable files are skipped with a message."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from hifacegan.restore import load_generator, pick_device, restore_files
 
     G, info = load_generator(checkpoint, pick_device(device))
-    with Progress(transient=True) as bar:
+    console = Console(stderr=True)  # the bar on stderr, only on a terminal: stdout keeps the summary alone
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("restore", total=None)
         result = restore_files(G, input, out, lambda i, n, name: bar.update(task, completed=i, total=n))
     for s in result["skipped"]:

@@ -73,6 +73,7 @@ def test_restore_any_size_and_skips_unreadable(run):
     assert cv2.imread(str(tmp / "out" / "sub" / "tiny.png")).shape == (20, 30, 3)
     res = runner.invoke(app, ["restore", str(src / "wide.jpg"), "--checkpoint", str(ckpt), "--out", str(tmp / "o2")])
     assert res.exit_code == 0 and (tmp / "o2" / "wide.png").is_file()
+    assert res.stdout.startswith("restored 1 image(s)"), repr(res.stdout)  # no progress residue on stdout
     cv2.imwrite(str(src / "wide.png"), cv2.cvtColor(face[:90], cv2.COLOR_RGB2BGR))  # same stem as wide.jpg
     res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "o3")])
     assert res.exit_code == 0 and "restored 3 image(s)" in res.output
