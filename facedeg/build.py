@@ -53,8 +53,8 @@ from facedeg.shards import (
 )
 
 DEMO_PAIRS = 64  # with the bundled samples and no --variants, draw enough variants for this many pairs
-
 LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _build_lock
+
 
 @dataclass(frozen=True)
 class BuildConfig:
