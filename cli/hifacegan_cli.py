@@ -44,7 +44,7 @@ def train(
     degrade: Annotated[str | None, typer.Option(help="Degrade HQ on the fly with this facedeg recipe.")] = None,
     vgg_weights: Annotated[str | None, typer.Option(help="Local torchvision VGG19 state dict for the "
                                                     "perceptual loss (without it: L1 pixel loss).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile G and D.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile G and D: ~2 min of compilation at the start, then ~1.7x the images/s on a GPU (use it for real runs).")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help=f"Checkpoint every N steps (default {DEFAULTS.ckpt_every}).")] = None,
     log_every: Annotated[int | None, typer.Option(help=f"Log every N steps (default {DEFAULTS.log_every}).")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for init, data order and flips (default {DEFAULTS.seed}).")] = None,

@@ -12,19 +12,16 @@ in joblib processes or on Dask; a shard that already exists with its state file 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import platform
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
@@ -36,6 +33,7 @@ from facedeg.build_inputs import Inputs, discover
 from facedeg.build_task import Job, Pair, ShardTask, result_path, state_dir
 from facedeg.errors import BuildError
 from facedeg.imageio import CROP_MODES, DEFAULT_MAX_PIXELS, HQ_FORMATS
+from facedeg.lockfile import FolderLock, LockBusy
 from facedeg.recipe import load_recipe
 from facedeg.seeds import derive_seed
 from facedeg.shards import (
@@ -256,47 +254,20 @@ def _is_done(out: Path, name: str) -> dict | None:
 
 @contextmanager
 def _build_lock(out: Path) -> Iterator[None]:
-    """Create OUT and hold its build lock meanwhile: one build at a time per OUT.
-
-    The lock is an advisory ``flock`` on ``OUT/.facedeg-build.lock``, held by this process, so the OS
-    releases it when the build ends or is killed (a killed build can be resumed at once). The file is
-    removed when the build returns or fails, so a finished dataset folder holds only the dataset."""
+    """Create OUT and hold its build lock meanwhile (`facedeg.lockfile`): one build at a time per OUT.
+    The lock dies with a killed build, and its file is removed when the build returns or fails, so a
+    finished dataset folder holds only the dataset."""
     with _out_errors(out):
         if out.exists() and not out.is_dir():
             raise BuildError(f"--out: {out} exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
-        lock = _acquire(out / LOCK_FILE, out)
-    try:
-        yield
-    finally:
-        with suppress(OSError):
-            (out / LOCK_FILE).unlink()  # still held: nobody can take it between this and the close
-        lock.close()
-
-
-def _acquire(path: Path, out: Path) -> IO[str]:
-    for _ in range(10):
-        lock = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by _build_lock)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise BuildError(f"{out} is being written by another facedeg build ({holder}); "
+            lock = FolderLock(out / LOCK_FILE)
+        except LockBusy as busy:
+            raise BuildError(f"{out} is being written by another facedeg build ({busy.holder}); "
                              "wait for it to finish, or choose another --out") from None
-        try:
-            same = os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:  # else the holder removed the file just before we locked it: lock the new one
-            lock.seek(0)
-            lock.truncate()
-            lock.write(f"pid {os.getpid()} on {platform.node()}\n")
-            lock.flush()
-            return lock
-        lock.close()
-    raise BuildError(f"{out}: cannot take the build lock {path.name} (it keeps being replaced)")
+    with lock:
+        yield
 
 
 @contextmanager

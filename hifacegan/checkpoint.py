@@ -1,4 +1,5 @@
-"""Training checkpoints: written atomically, loaded with `torch.load(weights_only=True)`.
+"""Training checkpoints: written atomically, loaded with `torch.load(weights_only=True)`; and the run
+folder's lock (one trainer per run folder).
 
 A checkpoint holds G, D, both optimizers and schedulers, the step, every rank's RNG states and the
 resolved config with the architecture arguments (enough to rebuild both models).
@@ -9,13 +10,17 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hifacegan.config import HiFaceGANError, TrainConfig
+from facedeg.lockfile import FolderLock, LockBusy
+from hifacegan import dist
+from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
 
 
 class CheckpointError(HiFaceGANError):
@@ -23,6 +28,42 @@ class CheckpointError(HiFaceGANError):
 
 
 RESUME_KEYS = ("G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng")
+LOCK_FILE = ".hifacegan-train.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Create RUN_DIR and hold its lock (rank 0) while training: one trainer per run folder, e.g. when a
+    job is requeued while the first still runs. Every rank learns rank 0's verdict (a collective), so an
+    error stops all of them instead of leaving the others waiting in DDP. The lock dies with a killed job;
+    its file is removed at the end, and a RUN_DIR this call created is removed again if nothing was
+    written into it."""
+    lock, error, created = None, None, False
+    if dist.is_main():
+        existing = next(p for p in (run_dir.absolute(), *run_dir.absolute().parents) if p.exists())
+        if not existing.is_dir():  # RUN_DIR itself, or a folder on its way, is a file
+            error = f"--out: {existing} exists and is not a directory"
+        else:
+            created = existing != run_dir.absolute()
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock = FolderLock(run_dir / LOCK_FILE)
+            except LockBusy as busy:
+                error = (f"{run_dir} is being trained by another process ({busy.holder}); wait for it to end, "
+                         "or choose another --out")
+            except OSError as exc:
+                error = f"--out: cannot write {exc.filename or run_dir}: {exc.strerror or exc}"
+    error = dist.all_gather_objects(error)[0]
+    if error:
+        raise ConfigError(str(error))
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+        if created:
+            with suppress(OSError):
+                run_dir.rmdir()  # only when still empty: a run that stopped before writing anything
 
 
 def run_config(cfg: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) -> dict[str, Any]:

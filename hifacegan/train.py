@@ -28,6 +28,7 @@ from hifacegan.checkpoint import (
     load_checkpoint,
     load_state,
     run_config,
+    run_lock,
     save_checkpoint,
     set_rng_state,
 )
@@ -50,9 +51,16 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
     """Train until cfg.max_steps; returns the last logged losses and where things went.
 
     `until` stops this call early at that step, as if the job had been interrupted (for tests)."""
-    # ---------------------------------------------------------------- setup
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: no CUDA device is available (use device: auto or cpu)")
+    dist.init(cfg.device)
+    with run_lock(Path(cfg.out)):
+        return _train(cfg, progress, until)
+
+
+def _train(cfg: TrainConfig, progress: bool, until: int | None) -> dict[str, Any]:
+    """The training run itself: `train` has started the process group and holds the run folder."""
+    # ---------------------------------------------------------------- setup
     device = dist.init(cfg.device)
     rank, world = dist.rank(), dist.world_size()
     cuda = device.type == "cuda"
@@ -66,9 +74,6 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
     run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
-    existing = next(p for p in (run_dir.absolute(), *run_dir.absolute().parents) if p.exists())
-    if not existing.is_dir():  # OUT itself, or a folder on its way, is a file
-        raise ConfigError(f"--out: {existing} exists and is not a directory")
     if not cfg.resume and ((ckpt_dir / "latest.pt").exists() or (run_dir / "log.jsonl").exists()):
         raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                           "or choose another --out (nothing was changed)")

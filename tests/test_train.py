@@ -139,6 +139,22 @@ def test_a_plain_pickle_checkpoint_gives_no_torch_warning(tmp_path):
     assert not caught, [str(w.message) for w in caught]  # the CLI error stays one line
 
 
+def test_one_trainer_per_run_dir(shards, tmp_path):
+    from facedeg.lockfile import FolderLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with FolderLock(run / ".hifacegan-train.lock"):  # what a running trainer holds (e.g. a requeued job's twin)
+        with pytest.raises(ConfigError, match=rf"run is being trained by another process \(pid {os.getpid()} on "):
+            train(tiny(shards, run, max_steps=1, resume=True), progress=False)
+        assert [p.name for p in run.iterdir()] == [".hifacegan-train.lock"], "nothing written"
+    assert train(tiny(shards, run, max_steps=1, ckpt_every=1), progress=False)["step"] == 1
+    assert not (run / ".hifacegan-train.lock").exists(), "the lock file goes when the run ends"
+    with pytest.raises(DataError):  # a run that fails before writing anything leaves no empty folder behind
+        train(tiny(tmp_path / "no-such-shards", tmp_path / "new" / "run", max_steps=1), progress=False)
+    assert not (tmp_path / "new" / "run").exists()
+
+
 def test_cuda_code_path_bf16_channels_last_runs_on_cpu(shards, tmp_path):
     cfg = tiny(shards, tmp_path / "run", max_steps=1, ckpt_every=1, precision="bf16", channels_last="on",
                sample_every=1, val_every=1)
