@@ -83,3 +83,10 @@ def run_app(app: typer.Typer, prog_name: str) -> None:
         typer.echo(f"error: {e.format_message()}", err=True)
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def make_app(name: str, help: str) -> typer.Typer:
+    """A top-level Typer app with the project's settings: help on no arguments and on -h, no shell
+    completion options, no rich tracebacks (user errors are one line; see `user_errors`)."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,20 +11,13 @@ import typer
 from PIL import Image
 
 import facedeg
-from cli.common import output_path, run_app, user_errors, write_output
+from cli.common import make_app, output_path, run_app, user_errors, write_output
 from facedeg.imageio import read_image
 from facedeg.preview import preview_steps, preview_variants
 from facedeg.recipe import load_recipe, shipped_recipes
 from facedeg.samples import sample_paths
 
-app = typer.Typer(
-    name="facedeg",
-    help="Degrade clean face photos into realistic low-quality inputs and build training shards.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = make_app("facedeg", "Degrade clean face photos into realistic low-quality inputs and build training shards.")
 recipes_app = typer.Typer(help="List the shipped recipes, or show one.\n\nExamples: facedeg recipes; facedeg recipes show mixed",
                           pretty_exceptions_enable=False)
 app.add_typer(recipes_app, name="recipes")

@@ -7,17 +7,10 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, output_path, run_app, user_errors, write_output
+from cli.common import fail, make_app, output_path, run_app, user_errors, write_output
 from hifacegan.config import HiFaceGANError, TrainConfig
 
-app = typer.Typer(
-    name="hifacegan",
-    help="Train HiFaceGAN on facedeg shards (one GPU or torchrun DDP), restore faces, evaluate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = make_app("hifacegan", "Train HiFaceGAN on facedeg shards (one GPU or torchrun DDP), restore faces, evaluate.")
 errors = user_errors(HiFaceGANError)
 DEFAULTS = TrainConfig()
 

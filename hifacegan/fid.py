@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hifacegan.weights import check_state, load_state_file
+from hifacegan.weights import FrozenModule, check_state, load_state_file
 
 FEATURES = 2048
 INPUT_SIZE = 299
@@ -212,7 +212,7 @@ class InceptionBlock(nn.Module):
         return torch.cat([_run(self, b, x) for b in self.branches], 1)
 
 
-class InceptionV3Features(nn.Module):
+class InceptionV3Features(FrozenModule):
     """pytorch-fid's InceptionV3 up to the 2048-d pool features; ``forward(x)`` with ``x`` of shape
     ``[B, 3, H, W]``, RGB in **[0, 1]**, any size (resized to 299x299 inside), returns ``[B, 2048]``.
 
@@ -230,12 +230,7 @@ class InceptionV3Features(nn.Module):
                 for conv, c in _walk(branches, c_in)[0]:
                     self.add_module(conv.name, BasicConv2d(c, conv))
         self.fc = nn.Linear(FEATURES, _CLASSES)  # part of the file's layout; unused for FID
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> InceptionV3Features:
-        """Stay in eval mode whatever the caller asks: this is a fixed feature extractor."""
-        return super().train(False)
+        self.freeze()
 
     @staticmethod
     def layout() -> dict[str, tuple[int, ...]]:

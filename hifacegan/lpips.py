@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hifacegan.weights import check_state, load_state_file
+from hifacegan.weights import FrozenModule, check_state, load_state_file
 
 # torchvision's AlexNet ``features``: (index, in, out, kernel, stride, padding) of each conv; a ReLU
 # follows every conv, and a 3x3 stride-2 max pool follows the ReLUs of conv1, conv2 and conv5.
@@ -41,7 +41,7 @@ MIN_SIZE = 31  # smaller inputs leave no pixel after the second pool
 _IGNORED_PREFIX = "classifier."
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenModule):
     """``forward(x, y)``: LPIPS distance per image, shape ``[B]``, for ``x``, ``y`` of shape
     ``[B, 3, H, W]`` with values in **[0, 1]** (mapped to [-1, 1] inside), H and W at least 31.
 
@@ -62,12 +62,7 @@ class LPIPS(nn.Module):
             nn.init.uniform_(w, 0, 1 / w.shape[1])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> LPIPS:
-        """Stay in eval mode whatever the caller asks: this is a fixed metric."""
-        return super().train(False)
+        self.freeze()
 
     @staticmethod
     def alexnet_shapes() -> dict[str, tuple[int, ...]]:

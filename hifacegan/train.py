@@ -53,15 +53,14 @@ def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> 
     `until` stops this call early at that step, as if the job had been interrupted (for tests)."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: no CUDA device is available (use device: auto or cpu)")
-    dist.init(cfg.device)
+    device = dist.init(cfg.device)
     with run_lock(Path(cfg.out)):
-        return _train(cfg, progress, until)
+        return _train(cfg, device, progress, until)
 
 
-def _train(cfg: TrainConfig, progress: bool, until: int | None) -> dict[str, Any]:
+def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | None) -> dict[str, Any]:
     """The training run itself: `train` has started the process group and holds the run folder."""
     # ---------------------------------------------------------------- setup
-    device = dist.init(cfg.device)
     rank, world = dist.rank(), dist.world_size()
     cuda = device.type == "cuda"
     amp = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)

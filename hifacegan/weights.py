@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 
 def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
@@ -59,3 +60,15 @@ def check_state(state: Mapping[str, object], expected: Mapping[str, tuple[int, .
     if problems:
         raise ValueError(f"{source} is not {what}; " + "; ".join(problems))
     return {k: given[k] for k in expected}  # type: ignore[misc]
+
+
+class FrozenModule(nn.Module):
+    """A fixed network built from a local weight file (VGG19, LPIPS, Inception): after :meth:`freeze`, no
+    parameter requires grad and it stays in eval mode whatever ``train()`` is asked."""
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenModule:
+        return super().train(False)

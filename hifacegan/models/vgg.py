@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hifacegan.weights import check_state, load_state_file
+from hifacegan.weights import FrozenModule, check_state, load_state_file
 
 # torchvision's VGG19 ("E"): blocks of (width, number of 3x3 conv + ReLU), each followed by a 2x2 max pool.
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -23,7 +23,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _IGNORED_PREFIX = "classifier."
 
 
-class VGG19Features(nn.Module):
+class VGG19Features(FrozenModule):
     """VGG19 conv stack; ``forward(x)`` with ``x`` in [-1, 1] returns relu1_1 ... relu5_1.
 
     ImageNet mean/std normalisation is applied inside. The module is frozen: no parameter requires
@@ -42,12 +42,7 @@ class VGG19Features(nn.Module):
         self.features = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> VGG19Features:
-        """Stay in eval mode whatever the caller asks: this is a fixed feature extractor."""
-        return super().train(False)
+        self.freeze()
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], source: str = "state dict") -> VGG19Features:
