@@ -31,11 +31,13 @@ import numpy as np
 
 from facedeg import derive_seed, load_recipe
 from facedeg.build import BuildConfig, build
-from facedeg.build_inputs import discover
-from facedeg.build_task import branch_of
-from facedeg.imageio import crop_and_resize, decode_image_ex, encode_png, psnr
+from facedeg.build.inputs import discover
+from facedeg.build.shards import ShardWriter, atomic_file
+from facedeg.build.task import branch_of
+from facedeg.codec import encode_png, psnr
+from facedeg.crop import crop_and_resize
+from facedeg.imread import decode_image_ex
 from facedeg.samples import sample_paths
-from facedeg.shards import ShardWriter, atomic_file
 
 
 def make_inputs(root: Path, n: int, size: int) -> None:

@@ -1,4 +1,4 @@
-"""``facedeg build``, ``verify``, ``inspect`` and ``replay``: thin wrappers over facedeg.build / facedeg.verify."""
+"""``facedeg build``, ``verify``, ``inspect`` and ``replay``: thin wrappers over facedeg.build / facedeg.build.verify."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from rich.text import Text
 
 from cli.common import user_errors
 from facedeg.build import BuildConfig, BuildReport, build
-from facedeg.imageio import DEFAULT_MAX_PIXELS
-from facedeg.verify import inspect as inspect_build
-from facedeg.verify import replay as replay_key
-from facedeg.verify import verify as verify_build
+from facedeg.build.verify import inspect as inspect_build
+from facedeg.build.verify import replay as replay_key
+from facedeg.build.verify import verify as verify_build
+from facedeg.imread import DEFAULT_MAX_PIXELS
 
 EXIT_PROBLEMS = 1
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 import facedeg
 from cli.common import make_app, output_path, run_app, user_errors, write_output
-from facedeg.imageio import read_image
+from facedeg.imread import read_image
 from facedeg.preview import preview_steps, preview_variants
 from facedeg.recipe import load_recipe, shipped_recipes
 from facedeg.samples import sample_paths

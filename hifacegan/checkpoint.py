@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facedeg.lockfile import FolderLock, LockBusy
+from facedeg.build.lockfile import FolderLock, LockBusy
 from hifacegan import dist
 from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
 

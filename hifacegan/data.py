@@ -37,15 +37,17 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 import facedeg
-from facedeg import imageio
-from facedeg.heap import keep_heap
+from facedeg.build.heap import keep_heap
+from facedeg.codec import decode
+from facedeg.crop import crop_and_resize
+from facedeg.imread import IMAGE_EXTENSIONS, read_image
 from hifacegan.config import HiFaceGANError
 
 log = logging.getLogger("hifacegan.data")
 
 HQ_MEMBERS = ("hq.png", "hq.jpg", "hq.webp")
 MEMBERS = frozenset((*HQ_MEMBERS, "lq.png", "json"))
-IMAGE_EXTS = frozenset(imageio.IMAGE_EXTENSIONS)  # the same files facedeg build reads
+IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the same files facedeg build reads
 
 
 class DataError(HiFaceGANError):
@@ -262,12 +264,12 @@ class PairStream(IterableDataset):
     def _decode(self, raw: dict[str, Any], worker: int) -> dict[str, Any]:
         key, url = raw["__key__"], raw["__url__"]
         if self.folder:  # robust read (EXIF, gray, alpha, 16-bit), center crop, resize
-            hq = imageio.crop_and_resize(imageio.read_image(raw["file"]), self.size)[0]
+            hq = crop_and_resize(read_image(raw["file"]), self.size)[0]
         else:
             hq_name = next((m for m in HQ_MEMBERS if m in raw), None)
             if hq_name is None:
                 raise ValueError(f"no {'/'.join(HQ_MEMBERS)} member")
-            hq = self._sized(imageio.decode(raw[hq_name], hq_name))
+            hq = self._sized(decode(raw[hq_name], hq_name))
         if self.degrade:
             if self._recipe is None:
                 self._recipe = facedeg.load_recipe(self.degrade)
@@ -283,12 +285,12 @@ class PairStream(IterableDataset):
                                     "(from facedeg build); HQ-only data needs on-the-fly degradation "
                                     "(hifacegan train --degrade RECIPE)")
                 raise ValueError("no lq.png member (HQ-only data needs --degrade RECIPE)")
-            lq = self._sized(imageio.decode(raw["lq.png"], "lq.png"))
+            lq = self._sized(decode(raw["lq.png"], "lq.png"))
         return {"key": key, "url": url, "lq": lq, "hq": hq, "round": self.round}
 
     def _sized(self, img: np.ndarray) -> np.ndarray:
         if img.shape[:2] != (self.size, self.size):  # e.g. 512 shards for a quick 256 run
-            img = imageio.crop_and_resize(img, self.size)[0]
+            img = crop_and_resize(img, self.size)[0]
         return img
 
     def _decode_all(self, raws: Iterator[dict[str, Any]], worker: int) -> Iterator[dict[str, Any]]:

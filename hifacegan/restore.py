@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from facedeg import imageio
+from facedeg.crop import resize
 from facedeg.errors import ImageError
+from facedeg.imread import read_image
 from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.config import HiFaceGANError
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
@@ -83,13 +84,13 @@ def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = imageio.resize(rgb, sw, sh)
+    small = resize(rgb, (sh, sw))
     top, left = (size - sh) // 2, (size - sw) // 2
     mode = cv2.BORDER_REFLECT_101 if min(sh, sw) > 1 else cv2.BORDER_REPLICATE
     padded = cv2.copyMakeBorder(small, top, size - sh - top, left, size - sw - left, mode)
     out = run_generator(G, torch.from_numpy(padded)[None])[0]
     out = (out * 255).round().byte().permute(1, 2, 0).cpu().numpy()[top:top + sh, left:left + sw]
-    return imageio.resize(np.ascontiguousarray(out), w, h)
+    return resize(np.ascontiguousarray(out), (h, w))
 
 
 def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
@@ -133,7 +134,7 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
         claimed[where] = f
     for i, f in enumerate(files):
         try:
-            rgb = imageio.read_image(f)
+            rgb = read_image(f)
         except ImageError as exc:
             skipped.append({"file": str(f), "reason": str(exc)})
         else:

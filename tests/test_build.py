@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from facedeg import derive_seed
 from facedeg.build import BuildConfig, build, split_sources
+from facedeg.codec import decode
 from facedeg.errors import BuildError
-from facedeg.imageio import decode
 from facedeg.plan import Plan
 
 MEMBER = re.compile(r"^[0-9]{8}(_[0-9]+)?\.(hq\.png|lq\.png|json)$")
@@ -325,7 +325,7 @@ def test_cli_errors_are_one_line(ref, tmp_path) -> None:
 
 
 def test_inputs_get_absolute_paths_and_odd_folder_names(photos, tmp_path, monkeypatch) -> None:
-    from facedeg.build_inputs import discover
+    from facedeg.build.inputs import discover
 
     for name in ("photos{1}", "x.tar"):  # folders, not tar patterns
         shutil.copytree(photos, tmp_path / name)
@@ -338,7 +338,7 @@ def test_inputs_get_absolute_paths_and_odd_folder_names(photos, tmp_path, monkey
 def test_unreadable_subfolder_is_reported_not_dropped(photos, tmp_path, monkeypatch) -> None:
     import os
 
-    from facedeg.build_inputs import discover
+    from facedeg.build.inputs import discover
 
     root = tmp_path / "in"
     shutil.copytree(photos, root)

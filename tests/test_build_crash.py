@@ -84,7 +84,7 @@ def test_sigkill_then_rerun_is_byte_identical(photos: Path, tmp_path: Path) -> N
 
 def _crash_after_first_shard(monkeypatch, config: BuildConfig) -> None:
     """Run ``config`` until one shard is done, then interrupt it like a kill would."""
-    import facedeg.build as build_module
+    import facedeg.build.builder as build_module
 
     real = build_module.run_tasks
 

@@ -1,4 +1,4 @@
-"""facedeg.heap: freed image buffers stay mapped, so degrading image after image does not page-fault."""
+"""facedeg.build.heap: freed image buffers stay mapped, so degrading image after image does not page-fault."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ PROBE = """
 import resource, sys
 import cv2
 import facedeg
-from facedeg.heap import keep_heap
+from facedeg.build.heap import keep_heap
 from facedeg.samples import sample_paths
 if sys.argv[1] == "keep":
     assert keep_heap() and keep_heap()

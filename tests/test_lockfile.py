@@ -1,4 +1,4 @@
-"""facedeg.lockfile: one process per folder; the lock dies with its process; its file is removed on release."""
+"""facedeg.build.lockfile: one process per folder; the lock dies with its process; its file is removed on release."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from facedeg.lockfile import FolderLock, LockBusy
+from facedeg.build.lockfile import FolderLock, LockBusy
 
 HOLD = """
 import sys, time
-from facedeg.lockfile import FolderLock
+from facedeg.build.lockfile import FolderLock
 lock = FolderLock(sys.argv[1])
 print("held", flush=True)
 time.sleep(60)

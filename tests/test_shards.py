@@ -1,4 +1,4 @@
-"""facedeg.shards: deterministic tar bytes, fixed metadata, safe member names, atomic files."""
+"""facedeg.build.shards: deterministic tar bytes, fixed metadata, safe member names, atomic files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import tarfile
 
 import pytest
 
-from facedeg.errors import BuildError
-from facedeg.shards import (
+from facedeg.build.shards import (
     ShardWriter,
     atomic_file,
     check_member,
@@ -19,6 +18,7 @@ from facedeg.shards import (
     tmp_target,
     wids_index,
 )
+from facedeg.errors import BuildError
 
 
 def write(samples: list[tuple[str, dict[str, bytes]]]) -> tuple[bytes, ShardWriter]:

@@ -140,7 +140,7 @@ def test_a_plain_pickle_checkpoint_gives_no_torch_warning(tmp_path):
 
 
 def test_one_trainer_per_run_dir(shards, tmp_path):
-    from facedeg.lockfile import FolderLock
+    from facedeg.build.lockfile import FolderLock
 
     run = tmp_path / "run"
     run.mkdir()

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from cli.facedeg_cli import app
 from facedeg.build import BuildConfig, build
-from facedeg.imageio import decode, encode_png
-from facedeg.shards import ShardWriter
-from facedeg.verify import inspect, replay, verify
+from facedeg.build.shards import ShardWriter
+from facedeg.build.verify import inspect, replay, verify
+from facedeg.codec import decode, encode_png
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """Where shard tasks run: inline, in joblib (loky) processes, or on a Dask distributed cluster.
 
-Every backend runs the same :func:`facedeg.build_task.run_shard` on the same tasks, so the bytes
+Every backend runs the same :func:`facedeg.build.task.run_shard` on the same tasks, so the bytes
 written do not depend on the backend or the number of workers; only the order of completion does.
 """
 
@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from facedeg.build_task import Job, ShardTask, progress_path, run_shard
+from facedeg.build.task import Job, ShardTask, progress_path, run_shard
 from facedeg.errors import BuildError
 
 BACKENDS = ("local", "dask")

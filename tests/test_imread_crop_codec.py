@@ -1,4 +1,4 @@
-"""facedeg.imageio: robust reading of awkward files, crop/resize, and shard encode/decode."""
+"""facedeg.imread, facedeg.crop, facedeg.codec: robust reading of awkward files, crop/resize, and shard encode/decode."""
 
 from __future__ import annotations
 
@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeg.codec import decode, encode, encode_png, psnr
+from facedeg.crop import crop_and_resize, resize
 from facedeg.errors import ImageError
-from facedeg.imageio import (
-    crop_and_resize,
-    decode,
-    decode_image,
-    decode_image_ex,
-    encode,
-    encode_png,
-    psnr,
-    read_image,
-    resize,
-)
+from facedeg.imread import decode_image, decode_image_ex, read_image
 from facedeg.samples import sample_paths
 
 RNG = np.random.default_rng(0)
@@ -155,9 +147,9 @@ def test_center_crop_box_and_size() -> None:
 
 
 def test_resize_uses_area_down_and_cubic_up() -> None:
-    assert (resize(BASE, 20, 15) == cv2.resize(BASE, (20, 15), interpolation=cv2.INTER_AREA)).all()
-    assert (resize(BASE, 80, 60) == cv2.resize(BASE, (80, 60), interpolation=cv2.INTER_CUBIC)).all()
-    assert resize(BASE, 40, 30) is BASE
+    assert (resize(BASE, (15, 20)) == cv2.resize(BASE, (20, 15), interpolation=cv2.INTER_AREA)).all()
+    assert (resize(BASE, (60, 80)) == cv2.resize(BASE, (80, 60), interpolation=cv2.INTER_CUBIC)).all()
+    assert resize(BASE, (30, 40)) is BASE
 
 
 def test_face_crop_finds_a_real_face_and_falls_back_on_noise() -> None:
@@ -204,7 +196,7 @@ def test_postscript_is_never_handed_to_ghostscript() -> None:
 
 
 def test_plain_png_fast_path_gives_pillows_pixels() -> None:
-    from facedeg.imageio import _decode_plain_png, decode_image_ex
+    from facedeg.imread import _decode_plain_png, decode_image_ex
 
     for path in sample_paths():
         data = path.read_bytes()

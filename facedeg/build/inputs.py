@@ -17,7 +17,7 @@ from pathlib import Path
 from braceexpand import braceexpand
 
 from facedeg.errors import BuildError, ImageError
-from facedeg.imageio import IMAGE_EXTENSIONS, read_bytes
+from facedeg.imread import IMAGE_EXTENSIONS, read_bytes
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``facedeg build``: plan the shards, run them on a backend, resume after a crash, write the manifest.
 
 Plan: sorted inputs -> keys ``{index:08d}[_{variant}]`` -> a deterministic train/val split per source
-image -> shards of ``shard_size`` pairs. Each shard is one task (:mod:`facedeg.build_task`) run inline,
+image -> shards of ``shard_size`` pairs. Each shard is one task (:mod:`facedeg.build.task`) run inline,
 in joblib processes or on Dask; a shard that already exists with its state file is not rebuilt.
 ``dataset.json`` is written last, atomically; everything but its ``run`` field is deterministic.
 
@@ -28,15 +28,10 @@ import numpy as np
 import PIL
 
 import facedeg
-from facedeg.build_backends import BACKENDS, ProgressFn, ProgressPoller, run_tasks
-from facedeg.build_inputs import Inputs, discover
-from facedeg.build_task import Job, Pair, ShardTask, result_path, state_dir
-from facedeg.errors import BuildError
-from facedeg.imageio import CROP_MODES, DEFAULT_MAX_PIXELS, HQ_FORMATS
-from facedeg.lockfile import FolderLock, LockBusy
-from facedeg.recipe import load_recipe
-from facedeg.seeds import derive_seed
-from facedeg.shards import (
+from facedeg.build.backends import BACKENDS, ProgressFn, ProgressPoller, run_tasks
+from facedeg.build.inputs import Inputs, discover
+from facedeg.build.lockfile import FolderLock, LockBusy
+from facedeg.build.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
@@ -49,6 +44,13 @@ from facedeg.shards import (
     wids_index,
     write_json_atomic,
 )
+from facedeg.build.task import Job, Pair, ShardTask, result_path, state_dir
+from facedeg.codec import HQ_FORMATS
+from facedeg.crop import CROP_MODES
+from facedeg.errors import BuildError
+from facedeg.imread import DEFAULT_MAX_PIXELS
+from facedeg.recipe import load_recipe
+from facedeg.seeds import derive_seed
 
 DEMO_PAIRS = 64  # with the bundled samples and no --variants, draw enough variants for this many pairs
 LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _build_lock
@@ -72,7 +74,7 @@ class BuildConfig:
     strict: bool = False
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    png_level: int | None = None  # None: the fast shard PNG profile (see imageio.encode_png)
+    png_level: int | None = None  # None: the fast shard PNG profile (see facedeg.codec.encode_png)
     passthrough: bool = True  # store already-final 8-bit RGB PNG inputs as they are
 
     def check(self) -> None:
@@ -254,7 +256,7 @@ def _is_done(out: Path, name: str) -> dict | None:
 
 @contextmanager
 def _build_lock(out: Path) -> Iterator[None]:
-    """Create OUT and hold its build lock meanwhile (`facedeg.lockfile`): one build at a time per OUT.
+    """Create OUT and hold its build lock meanwhile (`facedeg.build.lockfile`): one build at a time per OUT.
     The lock dies with a killed build, and its file is removed when the build returns or fails, so a
     finished dataset folder holds only the dataset."""
     with _out_errors(out):

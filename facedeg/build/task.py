@@ -17,13 +17,15 @@ import cv2
 import numpy as np
 
 import facedeg
-from facedeg.build_inputs import Source
+from facedeg.build.heap import keep_heap
+from facedeg.build.inputs import Source
+from facedeg.build.shards import HQ_EXTENSIONS, ShardWriter, atomic_file, write_json_atomic
+from facedeg.codec import decode, encode, encode_png, psnr
+from facedeg.crop import crop_and_resize
 from facedeg.errors import BuildError, ImageError
-from facedeg.heap import keep_heap
-from facedeg.imageio import crop_and_resize, decode, decode_image_ex, encode, encode_png, psnr
+from facedeg.imread import decode_image_ex
 from facedeg.recipe import Recipe
 from facedeg.seeds import derive_seed
-from facedeg.shards import HQ_EXTENSIONS, ShardWriter, atomic_file, write_json_atomic
 
 STATE_DIR = ".facedeg-build"
 STAGES = ("read", "degrade", "encode_hq", "encode_lq", "write")

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedeg.build_task import hq_array
-from facedeg.errors import FacedegError, ImageError
-from facedeg.imageio import decode
-from facedeg.plan import Plan
-from facedeg.shards import (
+from facedeg.build.shards import (
     HQ_EXTENSIONS,
     MANIFEST,
     SPLITS,
@@ -29,6 +25,10 @@ from facedeg.shards import (
     read_manifest,
     sha256_file,
 )
+from facedeg.build.task import hq_array
+from facedeg.codec import decode
+from facedeg.errors import FacedegError, ImageError
+from facedeg.plan import Plan
 
 
 @dataclass
