@@ -32,10 +32,10 @@ import numpy as np
 from facedeg import derive_seed, load_recipe
 from facedeg.build import BuildConfig, build
 from facedeg.build.inputs import discover
-from facedeg.build.shards import ShardWriter, atomic_file
-from facedeg.build.task import branch_of
+from facedeg.build.shards import ShardWriter
 from facedeg.codec import encode_png, psnr
 from facedeg.crop import crop_and_resize
+from facedeg.files import atomic_file
 from facedeg.imread import decode_image_ex
 from facedeg.samples import sample_paths
 
@@ -77,7 +77,7 @@ def components(inputs: Path, size: int, out: Path) -> dict:
         t3 = time.perf_counter()
         lq_png = encode_png(lq)
         t4 = time.perf_counter()
-        meta = {"plan": plan.to_json(), "sha": sha, "crop": crop, "psnr": psnr(hq, lq), "branch": branch_of(plan.ops_fired())}
+        meta = {"plan": plan.to_json(), "sha": sha, "crop": crop, "psnr": psnr(hq, lq), "branch": plan.branch()}
         blobs.append((hq_png, lq_png, json.dumps(meta, sort_keys=True).encode()))
         t["read"] += t1 - t0
         t["degrade"] += t2 - t1

@@ -68,7 +68,7 @@ def _summary(report: BuildReport) -> str:
         )
     lines = [
         head,
-        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {b['seed']}, {b['size']}x{b['size']}, "
+        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {m['seed']}, {m['size']}x{m['size']}, "
         f"crop {b['crop']}, {_n(b['variants'], 'variant')} per image, "
         f"{total_bytes / max(report.pairs, 1) / 1e3:.0f} kB per pair",
     ]

@@ -11,6 +11,7 @@ import typer
 from PIL import Image
 
 import facedeg
+from cli import build_cmds
 from cli.common import make_app, output_path, run_app, user_errors, write_output
 from facedeg.imread import read_image
 from facedeg.preview import preview_steps, preview_variants
@@ -130,12 +131,7 @@ def preview(
     typer.echo(f"wrote {out}")
 
 
-try:  # build, verify, inspect, replay
-    from cli import build_cmds
-except ImportError:  # pragma: no cover - during bootstrap only
-    build_cmds = None
-if build_cmds is not None:
-    build_cmds.register(app)
+build_cmds.register(app)  # build, verify, inspect, replay
 
 
 def main() -> None:

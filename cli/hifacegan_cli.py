@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from cli.common import fail, make_app, output_path, run_app, user_errors, write_output
-from hifacegan.config import HiFaceGANError, TrainConfig
+from hifacegan.config import TrainConfig
+from hifacegan.errors import HiFaceGANError
 
 app = make_app("hifacegan", "Train HiFaceGAN on facedeg shards (one GPU or torchrun DDP), restore faces, evaluate.")
 errors = user_errors(HiFaceGANError)

@@ -69,6 +69,10 @@ class Plan:
     def ops_fired(self) -> list[str]:
         return [s.op for s in self.steps]
 
+    def branch(self) -> str:
+        """The recipe branch this plan took, as the sorted set of ops that fired (order-free)."""
+        return "+".join(sorted({s.op for s in self.steps})) or "identity"
+
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "steps": [{"op": s.op, "params": dict(s.params)} for s in self.steps]}
 

@@ -1,4 +1,4 @@
-"""Seed derivation for the determinism contract (DESIGN.md).
+"""Seed derivation for the determinism contract (README, "Determinism and the shard format").
 
 A sample's seed depends only on the build seed and the sample's own identity (its key, or
 epoch/rank/worker/index for on-the-fly degradation), never on draw order or process layout.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,13 +18,11 @@ import numpy as np
 import torch
 
 from facedeg.build.lockfile import FolderLock, LockBusy
+from facedeg.files import atomic_file, fsync_dir
 from hifacegan import dist
-from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
-
-
-class CheckpointError(HiFaceGANError):
-    """A checkpoint that cannot be used (unreadable, or from another architecture)."""
-
+from hifacegan.config import TrainConfig
+from hifacegan.errors import CheckpointError, ConfigError
+from hifacegan.weights import UnreadableFile, torch_load
 
 RESUME_KEYS = ("G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng")
 LOCK_FILE = ".hifacegan-train.lock"
@@ -93,12 +90,8 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int)
     """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.pt"
-    tmp = ckpt_dir / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     latest_tmp = ckpt_dir / ".latest.pt.tmp"
     latest_tmp.unlink(missing_ok=True)
     try:
@@ -106,21 +99,10 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int)
     except OSError:
         latest_tmp.write_bytes(path.read_bytes())
     os.replace(latest_tmp, ckpt_dir / "latest.pt")
-    _fsync_dir(ckpt_dir)  # make both renames durable
+    fsync_dir(ckpt_dir)  # make the rename durable
     for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
         old.unlink()
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -131,14 +113,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
-            warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in reason:
-            reason = "not a torch.save file of tensors and plain containers"
-        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
+        ck = torch_load(path)
+    except UnreadableFile as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
     config = ck.get("config") if isinstance(ck, dict) else None
     if (not isinstance(ck, dict) or not isinstance(ck.get("G"), dict) or not isinstance(config, dict)
             or not isinstance(config.get("generator"), dict)):

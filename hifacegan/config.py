@@ -15,13 +15,7 @@ from typing import Any
 
 import yaml
 
-
-class HiFaceGANError(Exception):
-    """A user-facing error whose message is one complete line (the CLI prints it and exits 2)."""
-
-
-class ConfigError(HiFaceGANError):
-    """An invalid configuration value or file."""
+from hifacegan.errors import ConfigError
 
 
 @dataclass
@@ -50,6 +44,7 @@ class TrainConfig:
     lr_d: float = 4e-4
     betas: tuple[float, float] = (0.0, 0.9)
     gan_mode: str = "lsgan"
+    # generator loss weights: each `w_<term>` multiplies the term `<term>` of losses.generator_loss
     w_gan: float = 1.0
     w_feat: float = 10.0
     w_vgg: float = 10.0
@@ -86,7 +81,17 @@ CHOICES = {
 }
 POSITIVE = ("workers", "size", "ngf", "ndf", "d_layers", "num_d", "batch_size", "max_steps", "log_every",
             "ckpt_every", "keep_ckpts", "sample_every", "val_every", "shuffle_buffer", "val_samples")
-NON_NEGATIVE = ("lr_g", "lr_d", "w_gan", "w_feat", "w_vgg", "w_l1")
+LOSS_PREFIX = "w_"
+
+
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The generator loss weights by term name (``{"gan": 1.0, "feat": 10.0, ...}``), from every
+    ``w_<term>`` field: a new loss term is its function in losses.py plus one ``w_`` field here."""
+    return {f.name[len(LOSS_PREFIX):]: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name.startswith(LOSS_PREFIX)}
+
+
+NON_NEGATIVE = ("lr_g", "lr_d", *(f.name for f in dataclasses.fields(TrainConfig) if f.name.startswith(LOSS_PREFIX)))
 
 
 def _fields() -> dict[str, dataclasses.Field]:

@@ -10,7 +10,7 @@ Per loader worker the stream is: shard cycle -> tar members -> decode (or degrad
 - The shard cycle is endless: a fresh permutation, seeded by (seed, epoch, rank, worker, round), each time
   the list is used up. Every sample is read once before any repeats, and no rank ever runs dry, so with
   `with_epoch(steps)` every rank yields exactly the same number of batches (no DDP hang).
-- Only `hq.png|hq.jpg|hq.webp`, `lq.png` and `json` members are read; everything else (pickles included)
+- Only the members of facedeg's shard table (`facedeg.build.shards.MEMBERS`: hq, lq, json) are read; everything else (pickles included)
   is never even loaded. Batches hold uint8 NHWC tensors; float conversion and the flip happen on the
   device in `to_device`.
 - A corrupt sample, or the rest of a broken shard, is skipped with a warning naming shard and key, and
@@ -38,20 +38,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import facedeg
 from facedeg.build.heap import keep_heap
+from facedeg.build.shards import LQ_MEMBER, MEMBER_SUFFIXES, MEMBERS, find_member
 from facedeg.codec import decode
 from facedeg.crop import crop_and_resize
 from facedeg.imread import IMAGE_EXTENSIONS, read_image
-from hifacegan.config import HiFaceGANError
+from hifacegan.errors import DataError, HiFaceGANError
 
 log = logging.getLogger("hifacegan.data")
 
-HQ_MEMBERS = ("hq.png", "hq.jpg", "hq.webp")
-MEMBERS = frozenset((*HQ_MEMBERS, "lq.png", "json"))
 IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the same files facedeg build reads
-
-
-class DataError(HiFaceGANError):
-    """Missing or empty data (a shard pattern that matches nothing, no usable samples)."""
 
 
 # ----------------------------------------------------------------------------- locating data
@@ -141,7 +136,7 @@ class _Skips:
 
 
 def read_tar(url: str, on_error: _Skips) -> Iterator[dict[str, Any]]:
-    """Samples of one shard as {"__key__", "__url__", member suffix: bytes}, reading only MEMBERS.
+    """Samples of one shard as {"__key__", "__url__", member suffix: bytes}, reading only the members of the shard table (MEMBER_SUFFIXES).
 
     Consecutive members with the same key (the text before the first dot) form a sample. A broken
     stream (truncated download, bad header) ends the shard with one warning; the sample being read is
@@ -152,7 +147,7 @@ def read_tar(url: str, on_error: _Skips) -> Iterator[dict[str, Any]]:
         with wds.gopen(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
                 key, _, suffix = Path(info.name).name.partition(".")
-                if not info.isfile() or suffix.lower() not in MEMBERS:
+                if not info.isfile() or suffix.lower() not in MEMBER_SUFFIXES:
                     continue
                 if sample and sample["__key__"] != key:
                     on_error.key = sample["__key__"]
@@ -266,9 +261,9 @@ class PairStream(IterableDataset):
         if self.folder:  # robust read (EXIF, gray, alpha, 16-bit), center crop, resize
             hq = crop_and_resize(read_image(raw["file"]), self.size)[0]
         else:
-            hq_name = next((m for m in HQ_MEMBERS if m in raw), None)
+            hq_name = find_member(raw, "hq")
             if hq_name is None:
-                raise ValueError(f"no {'/'.join(HQ_MEMBERS)} member")
+                raise ValueError(f"no {'/'.join(MEMBERS['hq'])} member")
             hq = self._sized(decode(raw[hq_name], hq_name))
         if self.degrade:
             if self._recipe is None:
@@ -279,13 +274,13 @@ class PairStream(IterableDataset):
                 seed = facedeg.derive_seed(self.seed, "val", key)
             lq = self._recipe.sample(seed, hq.shape[:2]).apply(hq)
         else:
-            if "lq.png" not in raw:
+            if LQ_MEMBER not in raw:
                 if not self.train:  # val/eval data is a pair set by definition: stop, don't skip every sample
                     raise DataError(f"{url}: sample {key} has no lq.png: validation and eval need paired shards "
                                     "(from facedeg build); HQ-only data needs on-the-fly degradation "
                                     "(hifacegan train --degrade RECIPE)")
                 raise ValueError("no lq.png member (HQ-only data needs --degrade RECIPE)")
-            lq = self._sized(decode(raw["lq.png"], "lq.png"))
+            lq = self._sized(decode(raw[LQ_MEMBER], LQ_MEMBER))
         return {"key": key, "url": url, "lq": lq, "hq": hq, "round": self.round}
 
     def _sized(self, img: np.ndarray) -> np.ndarray:

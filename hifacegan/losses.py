@@ -6,7 +6,7 @@ Loss arithmetic runs in float32 so the functions can be called inside a bf16/fp1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -74,26 +74,19 @@ class PerceptualLoss(nn.Module):
         return torch.stack(terms).sum()
 
 
-@dataclass
-class LossWeights:
-    """Multipliers of the generator loss terms (``l1`` is used only without a perceptual loss)."""
-
-    gan: float = 1.0
-    feat: float = 10.0
-    vgg: float = 10.0
-    l1: float = 10.0
-
-
 def generator_loss(
     D: nn.Module,
     lq: torch.Tensor,
     fake: torch.Tensor,
     real: torch.Tensor,
     gan_loss: GANLoss,
-    weights: LossWeights,
+    weights: Mapping[str, float],
     perceptual: PerceptualLoss | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G loss = GAN + feature matching + (VGG perceptual, or L1 pixel when ``perceptual`` is None).
+
+    ``weights`` multiply the terms by name (``gan``, ``feat``, ``vgg``, ``l1``): the config's ``w_<term>``
+    fields, via :func:`hifacegan.config.loss_weights`.
 
     The logged values are the weighted terms (detached 0-d tensors, still on the device: reading them
     is left to the caller, once per step, so the GPU queue is not drained mid-step); they sum to the
@@ -103,13 +96,13 @@ def generator_loss(
     with torch.no_grad():
         pred_real = D(lq, real)
     terms = {
-        "g_gan": weights.gan * gan_loss(pred_fake, True, for_discriminator=False),
-        "g_feat": weights.feat * feature_matching_loss(pred_fake, pred_real),
+        "g_gan": weights["gan"] * gan_loss(pred_fake, True, for_discriminator=False),
+        "g_feat": weights["feat"] * feature_matching_loss(pred_fake, pred_real),
     }
     if perceptual is not None:
-        terms["g_vgg"] = weights.vgg * perceptual(fake, real)
+        terms["g_vgg"] = weights["vgg"] * perceptual(fake, real)
     else:
-        terms["g_l1"] = weights.l1 * F.l1_loss(fake.float(), real.float())
+        terms["g_l1"] = weights["l1"] * F.l1_loss(fake.float(), real.float())
     total = torch.stack(list(terms.values())).sum()
     return total, {k: v.detach() for k, v in terms.items()}
 

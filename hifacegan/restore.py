@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ from facedeg.crop import resize
 from facedeg.errors import ImageError
 from facedeg.imread import read_image
 from hifacegan.checkpoint import load_checkpoint, load_state
-from hifacegan.config import HiFaceGANError
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
+from hifacegan.errors import HiFaceGANError
 from hifacegan.fid import FEATURES, MIN_SAMPLES, FeatureStats, InceptionV3Features, fid_from_stats
+from hifacegan.infer import run_generator
 from hifacegan.lpips import LPIPS
 from hifacegan.metrics import ms_ssim, psnr, ssim
 from hifacegan.models import build_generator
@@ -61,20 +61,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
         raise HiFaceGANError(f"{path}: not a hifacegan training checkpoint (step is {ck['step']!r})") from None
     load_state(G, ck["G"], "generator", path)
     return G.to(device).eval(), {"step": step, **arch}
-
-
-def _autocast(device: torch.device) -> Any:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-@torch.no_grad()
-def run_generator(G: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1]."""
-    device = next(G.parameters()).device
-    x = lq.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with _autocast(device):
-        y = G(x)
-    return ((y.float() + 1) / 2).clamp(0, 1)
 
 
 def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:

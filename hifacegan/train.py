@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from hifacegan import dist
 from hifacegan.checkpoint import (
     RESUME_KEYS,
-    CheckpointError,
     get_rng_state,
     load_checkpoint,
     load_state,
@@ -32,9 +30,8 @@ from hifacegan.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from hifacegan.config import ConfigError, HiFaceGANError, TrainConfig
+from hifacegan.config import TrainConfig, loss_weights
 from hifacegan.data import (
-    DataError,
     check_source,
     default_val_spec,
     stable_seed,
@@ -42,7 +39,9 @@ from hifacegan.data import (
     train_loader,
     val_batches,
 )
-from hifacegan.losses import GANLoss, LossWeights, PerceptualLoss, discriminator_loss, generator_loss
+from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANError
+from hifacegan.infer import autocast_for, run_generator
+from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.metrics import psnr, ssim
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
 
@@ -66,7 +65,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     amp = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    autocast = autocast_for(device, amp)
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -94,7 +93,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
             raise ConfigError(f"--vgg-weights: {str(exc).splitlines()[0]}") from None
         perceptual = PerceptualLoss(vgg).to(device, memory_format=fmt)
     gan_loss = GANLoss(cfg.gan_mode)
-    weights = LossWeights(gan=cfg.w_gan, feat=cfg.w_feat, vgg=cfg.w_vgg, l1=cfg.w_l1)
+    weights = loss_weights(cfg)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     decay_from = int(cfg.decay_start * cfg.max_steps)
@@ -221,9 +220,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                     if val_cache is None:
                         val_cache = load_val(cfg, val_spec, batch)
                     if step % cfg.sample_every == 0:
-                        write_grid(G, val_cache[0], device, autocast, run_dir / "samples" / f"step_{step:08d}.png")
+                        write_grid(G, val_cache[0], amp, run_dir / "samples" / f"step_{step:08d}.png")
                     if step % cfg.val_every == 0 and val_spec:
-                        record = validate(G, val_cache, device, autocast, step)
+                        record = validate(G, val_cache, amp, step)
                         bar.print(f"val step {step}: PSNR {record['val_psnr']:.2f} dB (LQ {record['val_psnr_lq']:.2f})"
                                   f", SSIM {record['val_ssim']:.4f} (LQ {record['val_ssim_lq']:.4f})")
                         log_file.write(json.dumps(record) + "\n")
@@ -268,24 +267,11 @@ def load_val(cfg: TrainConfig, val_spec: str | None, fallback: dict[str, Any]) -
     return [{"lq": fallback["lq"].clone(), "hq": fallback["hq"].clone()}]
 
 
-@torch.no_grad()
-def restore_batch(G: torch.nn.Module, lq_u8: torch.Tensor, device: torch.device, autocast: Any) -> torch.Tensor:
-    """uint8 NHWC LQ -> float NCHW output in [0, 1] (G in eval mode)."""
-    was_training = G.training
-    G.eval()
-    lq = to_device({"lq": lq_u8, "hq": lq_u8}, device)[0]
-    with autocast:
-        out = G(lq)
-    G.train(was_training)
-    return ((out.float() + 1) / 2).clamp(0, 1)
-
-
-def validate(G: torch.nn.Module, batches: list[dict[str, Any]], device: torch.device, autocast: Any,
-             step: int) -> dict[str, Any]:
+def validate(G: torch.nn.Module, batches: list[dict[str, Any]], bf16: bool, step: int) -> dict[str, Any]:
     sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_psnr_lq": 0.0, "val_ssim_lq": 0.0}
     n = 0
     for b in batches:
-        out = restore_batch(G, b["lq"], device, autocast).cpu()
+        out = run_generator(G, b["lq"], bf16).cpu()
         hq, lq = (b[k].permute(0, 3, 1, 2).double() / 255 for k in ("hq", "lq"))
         sums["val_psnr"] += psnr(out, hq).clamp(max=100).sum().item()
         sums["val_ssim"] += ssim(out, hq).sum().item()
@@ -295,10 +281,10 @@ def validate(G: torch.nn.Module, batches: list[dict[str, Any]], device: torch.de
     return {"event": "val", "step": step, "val_samples": n, **{k: round(v / n, 4) for k, v in sums.items()}}
 
 
-def write_grid(G: torch.nn.Module, batch: dict[str, Any], device: torch.device, autocast: Any, path: Path) -> None:
+def write_grid(G: torch.nn.Module, batch: dict[str, Any], bf16: bool, path: Path) -> None:
     """Rows: LQ / output / HQ for (up to) the first 4 samples of `batch`."""
     lq, hq = batch["lq"][:4], batch["hq"][:4]
-    out = (restore_batch(G, lq, device, autocast).cpu() * 255).round().byte().permute(0, 2, 3, 1)
+    out = (run_generator(G, lq, bf16).cpu() * 255).round().byte().permute(0, 2, 3, 1)
     rows = [np.concatenate(list(t.numpy()), axis=1) for t in (lq, out, hq)]
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))

@@ -6,9 +6,28 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+
+class UnreadableFile(ValueError):
+    """``torch.load`` refused a file; the message is the one-line reason."""
+
+
+def torch_load(path: str | Path) -> Any:
+    """The one way hifacegan reads a torch file: ``torch.load(weights_only=True)`` onto the CPU, so a
+    pickle with code in it is refused. Raises :class:`UnreadableFile` with a one-line reason."""
+    try:
+        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in reason:
+            reason = "not a torch.save file of tensors and plain containers"
+        raise UnreadableFile(reason) from None
 
 
 def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
@@ -19,14 +38,9 @@ def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
     if not Path(path).is_file():
         raise ValueError(f"{path}: {label}file not found")
     try:
-        with warnings.catch_warnings():  # e.g. torch's note on a plain pickle's protocol: the error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a zip/pickle file, or one holding arbitrary objects
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in reason:
-            reason = "not a torch.save file of tensors and plain containers"
-        raise ValueError(f"{path}: cannot load {label}weights ({reason})") from None
+        state = torch_load(path)
+    except UnreadableFile as exc:
+        raise ValueError(f"{path}: cannot load {label}weights ({exc})") from None
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: {label}file does not hold a state dict (found {type(state).__name__})")
     return state

@@ -1,4 +1,4 @@
-"""Write tiny shards in the DESIGN.md v1 format with `tarfile`, from the bundled face photos.
+"""Write tiny shards in facedeg's v1 shard format (README) with `tarfile`, from the bundled face photos.
 
 Independent of `facedeg build` on purpose: the trainer's tests must not depend on the builder. LQ is a
 simple fixed degradation (4x down/up, noise, JPEG) made here with OpenCV.

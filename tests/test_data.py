@@ -11,7 +11,7 @@ import torch
 from _shards import write_folder, write_shards
 
 from hifacegan import data
-from hifacegan.data import DataError
+from hifacegan.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hifacegan.config import TrainConfig, loss_weights
 from hifacegan.losses import (
     GANLoss,
-    LossWeights,
     PerceptualLoss,
     discriminator_loss,
     feature_matching_loss,
@@ -307,7 +307,7 @@ def test_one_training_step(use_vgg: bool, vgg: VGG19Features) -> None:
     before_g = [p.detach().clone() for p in g.parameters()]
     before_d = [p.detach().clone() for p in d.parameters()]
     lq, real = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
-    gan, weights = GANLoss("lsgan"), LossWeights()
+    gan, weights = GANLoss("lsgan"), loss_weights(TrainConfig())
     perceptual = PerceptualLoss(vgg) if use_vgg else None
 
     fake = g(lq)

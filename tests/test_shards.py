@@ -10,15 +10,14 @@ import pytest
 
 from facedeg.build.shards import (
     ShardWriter,
-    atomic_file,
     check_member,
     iter_tar_samples,
     sample_key,
     shard_name,
-    tmp_target,
     wids_index,
 )
 from facedeg.errors import BuildError
+from facedeg.files import atomic_file, tmp_target
 
 
 def write(samples: list[tuple[str, dict[str, bytes]]]) -> tuple[bytes, ShardWriter]:

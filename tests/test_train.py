@@ -12,10 +12,11 @@ import pytest
 import torch
 from _shards import write_folder, write_shards
 
-from hifacegan.config import ConfigError, resolve_config
-from hifacegan.data import DataError, val_batches
+from hifacegan.config import resolve_config
+from hifacegan.data import val_batches
+from hifacegan.errors import CheckpointError, ConfigError, DataError
 from hifacegan.models import build_generator
-from hifacegan.train import CheckpointError, load_checkpoint, train
+from hifacegan.train import load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(size=64, ngf=8, ndf=8, batch_size=2, workers=0, log_every=1, sample_every=1000, val_every=1000,

@@ -40,7 +40,6 @@ from facedeg.build.shards import (
     read_manifest,
     sample_key,
     shard_name,
-    tmp_target,
     wids_index,
     write_json_atomic,
 )
@@ -48,6 +47,7 @@ from facedeg.build.task import Job, Pair, ShardTask, result_path, state_dir
 from facedeg.codec import HQ_FORMATS
 from facedeg.crop import CROP_MODES
 from facedeg.errors import BuildError
+from facedeg.files import tmp_target
 from facedeg.imread import DEFAULT_MAX_PIXELS
 from facedeg.recipe import load_recipe
 from facedeg.seeds import derive_seed
@@ -206,34 +206,52 @@ def _our_files(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if _is_ours(p.name) or _is_ours(tmp_target(p.name) or "")]
 
 
-def _prepare_out(out: Path, identity: dict, stamp: str, overwrite: bool) -> dict | None:
-    """Check OUT (created and locked by `_build_lock`) against this build; return the finished manifest
-    when there is nothing to do."""
-    previous, where = None, None
+def _read_previous(out: Path) -> tuple[dict | None, str | None]:
+    """What OUT already holds: ``(identity of the build that made it, where that was read)``; ``({}, ...)``
+    when its identity cannot be read, ``(None, None)`` when OUT holds no build."""
     if (out / MANIFEST).exists():
         try:
-            previous, where = read_manifest(out)["build"], MANIFEST
+            return build_identity(read_manifest(out)), MANIFEST
         except (BuildError, KeyError):
-            previous, where = {}, MANIFEST
-    elif (state_dir(out) / "config.json").exists():
+            return {}, MANIFEST
+    if (state_dir(out) / "config.json").exists():
         try:
-            previous = json.loads((state_dir(out) / "config.json").read_text("utf-8"))
+            return json.loads((state_dir(out) / "config.json").read_text("utf-8")), "an unfinished build"
         except (OSError, ValueError):
-            previous = {}
-        where = "an unfinished build"
-    elif any(is_shard_name(p.name) for p in out.iterdir()):
-        previous, where = {}, "shards of an unknown build"
-    if previous is not None and not overwrite:
-        diff = _difference(previous, identity) if previous else "cannot tell which build made them"
-        if not diff and where != MANIFEST and previous.get("inputs_stamp") != stamp:
-            diff = "inputs: files changed since the interrupted build (same names and sizes, other modification times)"
-        if diff:
-            raise BuildError(f"{out} holds {where} with different settings ({diff}); use --overwrite to replace it")
-    changed = not previous or _difference(previous, identity) or (where != MANIFEST and previous.get("inputs_stamp") != stamp)
-    if previous is not None and overwrite and changed:
-        for p in _our_files(out):
-            p.unlink()
-        shutil.rmtree(state_dir(out), ignore_errors=True)
+            return {}, "an unfinished build"
+    if any(is_shard_name(p.name) for p in out.iterdir()):
+        return {}, "shards of an unknown build"
+    return None, None
+
+
+def _why_different(previous: dict, where: str, identity: dict, stamp: str) -> str | None:
+    """Why the build in OUT is not this build (None when it is: resume it, or keep it when finished)."""
+    if not previous:
+        return "cannot tell which build made them"
+    diff = _difference(previous, identity)
+    if not diff and where != MANIFEST and previous.get("inputs_stamp") != stamp:
+        diff = "inputs: files changed since the interrupted build (same names and sizes, other modification times)"
+    return diff
+
+
+def _reset(out: Path) -> None:
+    """Remove every file a build of ours made in OUT, and its state folder (``--overwrite``)."""
+    for p in _our_files(out):
+        p.unlink()
+    shutil.rmtree(state_dir(out), ignore_errors=True)
+
+
+def _prepare_out(out: Path, identity: dict, stamp: str, overwrite: bool) -> dict | None:
+    """Read what OUT (created and locked by `_build_lock`) holds, check it against this build, reset it
+    when asked; return the finished manifest when there is nothing to do."""
+    previous, where = _read_previous(out)
+    if previous is None:
+        return None
+    diff = _why_different(previous, where, identity, stamp)
+    if diff and not overwrite:
+        raise BuildError(f"{out} holds {where} with different settings ({diff}); use --overwrite to replace it")
+    if diff:
+        _reset(out)
         return None
     if where == MANIFEST:
         manifest = read_manifest(out)
@@ -356,7 +374,7 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
                     "OUT must be on a file system shared by every worker"
                 )
             results.append(r)
-        manifest = _manifest(identity, recipe.to_dict(), results, inputs, config.seed)
+        manifest = _manifest(identity, recipe.to_dict(), results, inputs)
         if sum(c["pairs"] for c in manifest["counts"].values()) == 0:
             first = manifest["skipped"][0] if manifest["skipped"] else {"source": "?", "reason": "?"}
             raise BuildError(
@@ -385,7 +403,20 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         return BuildReport(out, manifest, len(pending), len(tasks) - len(pending), wall, stats)
 
 
-def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: Inputs, seed: int) -> dict:
+#: Identity fields the manifest shows at its top level (the rest of the identity is under "build").
+_TOP_LEVEL = ("format_version", "facedeg_version", "seed", "size", "libraries")
+
+
+def build_identity(manifest: dict) -> dict:
+    """The identity of the build that wrote ``manifest`` (what a rerun is compared with): its "build"
+    record plus the fields the manifest holds once at its top level. Older manifests that repeated
+    them under "build" read the same."""
+    recipe = manifest.get("recipe") or {}
+    return {**{k: manifest.get(k) for k in _TOP_LEVEL}, "recipe_name": recipe.get("name"),
+            "recipe_hash": recipe.get("hash"), **manifest["build"]}
+
+
+def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: Inputs) -> dict:
     skipped: dict[str, str] = {r["source"]: r["reason"] for r in inputs.rejected}
     for r in results:
         for s in r["skipped"]:
@@ -401,14 +432,10 @@ def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: In
     keep = ("name", "split", "samples", "bytes", "sha256", "md5")
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "facedeg_version": facedeg.__version__,
-        "build": identity,
+        **{k: identity[k] for k in _TOP_LEVEL},
+        "build": {k: v for k, v in identity.items() if k not in (*_TOP_LEVEL, "recipe_name", "recipe_hash")},
         "recipe": {"name": identity["recipe_name"], "hash": identity["recipe_hash"], "tree": recipe_tree},
-        "seed": seed,
-        "size": identity["size"],
         "counts": counts,
         "shards": [{k: r[k] for k in keep} for r in results],
         "skipped": [{"source": k, "reason": v} for k, v in sorted(skipped.items())],
-        "libraries": identity["libraries"],
     }

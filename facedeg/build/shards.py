@@ -17,28 +17,39 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
+from facedeg.codec import decode
 from facedeg.errors import BuildError
+from facedeg.files import atomic_file
 
 FORMAT_NAME = "facedeg-shards"
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
 SPLITS = ("train", "val")
-#: HQ member extensions readers accept; LQ is always ``lq.png``.
-HQ_EXTENSIONS = ("hq.png", "hq.jpg", "hq.webp")
+#: The members of a sample, by role: the member suffixes readers accept, the writer's choice first (the
+#: HQ may be stored as JPEG/WebP when a build asks; LQ is always lossless). Writer (``task.py``),
+#: ``verify.py`` and hifacegan's loader all read this table: a new member is one line here.
+MEMBERS: dict[str, tuple[str, ...]] = {
+    "hq": ("hq.png", "hq.jpg", "hq.webp"),
+    "lq": ("lq.png",),
+    "json": ("json",),
+}
+HQ_EXTENSIONS = MEMBERS["hq"]
+LQ_MEMBER = MEMBERS["lq"][0]
+JSON_MEMBER = MEMBERS["json"][0]
+#: Every suffix a reader keeps; anything else in a shard (a pickle, say) is never read.
+MEMBER_SUFFIXES = frozenset(s for suffixes in MEMBERS.values() for s in suffixes)
 
 _KEY_RE = re.compile(r"^[0-9]{8}(_[0-9]+)?$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 _SHARD_RE = re.compile(r"^(train|val)-[0-9]{6}\.tar$")
-_TMP_RE = re.compile(r"^(.+?)(\.[0-9a-f]{12})?\.tmp$")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -52,15 +63,22 @@ def is_shard_name(name: str) -> bool:
     return bool(_SHARD_RE.match(name))
 
 
-def tmp_target(name: str) -> str | None:
-    """The file a temporary file of :func:`atomic_file` becomes (``x.tar`` for ``x.tar.1a2b3c4d5e6f.tmp``)."""
-    m = _TMP_RE.match(name)
-    return m.group(1) if m else None
-
-
 def sample_key(index: int, variant: int | None = None) -> str:
     """``00000012`` or ``00000012_3``: digits and one underscore, so no dots and no path separators."""
     return f"{index:08d}" if variant is None else f"{index:08d}_{variant}"
+
+
+def find_member(members: Mapping[str, Any], role: str) -> str | None:
+    """The suffix under which ``members`` holds ``role`` (``"hq"``, ``"lq"``, ``"json"``), or None."""
+    return next((s for s in MEMBERS[role] if s in members), None)
+
+
+def decode_member(members: Mapping[str, bytes], role: str, name: str) -> np.ndarray:
+    """Decode the image member ``role`` of a stored sample (any accepted suffix) to RGB ``uint8``."""
+    suffix = find_member(members, role)
+    if suffix is None:
+        raise BuildError(f"{name}: sample has no {'/'.join(MEMBERS[role])} member")
+    return decode(members[suffix], f"{name}.{suffix}")
 
 
 def check_member(key: str, suffix: str) -> str:
@@ -131,44 +149,6 @@ class ShardWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # platforms without directory fds
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Open ``path.<random>.tmp`` for writing; on success fsync it and rename it to ``path``; on error
-    remove it. The name is new for every call, so two writers of one file (an orphaned worker of a killed
-    build and the rerun) never share or rename each other's half-written file; ``"xb"`` never follows a
-    leftover symlink."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    f = open(tmp, "xb")
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 import facedeg
 from facedeg.build.heap import keep_heap
 from facedeg.build.inputs import Source
-from facedeg.build.shards import HQ_EXTENSIONS, ShardWriter, atomic_file, write_json_atomic
+from facedeg.build.shards import JSON_MEMBER, LQ_MEMBER, ShardWriter, write_json_atomic
 from facedeg.codec import decode, encode, encode_png, psnr
 from facedeg.crop import crop_and_resize
 from facedeg.errors import BuildError, ImageError
+from facedeg.files import atomic_file
 from facedeg.imread import decode_image_ex
 from facedeg.recipe import Recipe
 from facedeg.seeds import derive_seed
@@ -218,7 +218,7 @@ def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe,
         "seed": seed,
         "plan": plan.to_json(),
         "summary": plan.summary(),
-        "branch": branch_of(plan.ops_fired()),
+        "branch": plan.branch(),
         "psnr": psnr(hq["rgb"], lq),
         "source": src.rel,
         "source_sha256": hq["sha256"],
@@ -229,17 +229,4 @@ def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe,
         "recipe_hash": job.recipe_hash,
     }
     text = json.dumps(meta, sort_keys=True, ensure_ascii=True, allow_nan=False)
-    return {f"hq.{job.hq_format}": hq["bytes"], "lq.png": lq_bytes, "json": text.encode("utf-8")}
-
-
-def branch_of(ops: list[str]) -> str:
-    """The recipe branch a plan took, as the sorted set of ops that fired (order-free)."""
-    return "+".join(sorted(set(ops))) or "identity"
-
-
-def hq_array(members: dict[str, bytes], name: str) -> np.ndarray:
-    """Decode the HQ member of a stored sample (any accepted extension)."""
-    for suffix in HQ_EXTENSIONS:
-        if suffix in members:
-            return decode(members[suffix], f"{name}.{suffix}")
-    raise BuildError(f"{name}: sample has no hq.png/hq.jpg/hq.webp member")
+    return {f"hq.{job.hq_format}": hq["bytes"], LQ_MEMBER: lq_bytes, JSON_MEMBER: text.encode("utf-8")}

@@ -17,15 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from facedeg.build.shards import (
-    HQ_EXTENSIONS,
+    JSON_MEMBER,
     MANIFEST,
+    MEMBERS,
     SPLITS,
+    decode_member,
+    find_member,
     is_shard_name,
     iter_tar_samples,
     read_manifest,
     sha256_file,
 )
-from facedeg.build.task import hq_array
 from facedeg.codec import decode
 from facedeg.errors import FacedegError, ImageError
 from facedeg.plan import Plan
@@ -85,13 +87,13 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
             if key in seen:
                 problems.append(f"{where}: key appears twice (members not grouped)")
             seen.add(key)
-            hq = [s for s in HQ_EXTENSIONS if s in members]
-            lacking = [m for m, ok in (("hq", hq), ("lq.png", "lq.png" in members), ("json", "json" in members)) if not ok]
+            found = {role: find_member(members, role) for role in MEMBERS}
+            lacking = ["/".join(MEMBERS[role]) for role, suffix in found.items() if suffix is None]
             if lacking:
                 problems.append(f"{where}: no {', '.join(lacking)} member")
                 continue
             try:
-                meta = json.loads(members["json"])
+                meta = json.loads(members[found["json"]])
                 if not isinstance(meta, dict):
                     raise ValueError(f"a JSON {type(meta).__name__}, expected an object")
                 if meta.get("key") != key:
@@ -100,7 +102,7 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
             except (ValueError, KeyError, TypeError, FacedegError) as e:
                 problems.append(f"{where}: bad json ({e})")
             if decode_images:
-                for suffix in (hq[0], "lq.png"):
+                for suffix in (found["hq"], found["lq"]):
                     try:
                         img = decode(members[suffix], f"{key}.{suffix}")
                     except ImageError:
@@ -203,11 +205,11 @@ def replay(out: str | Path, key: str) -> ReplayResult:
             members = next((m for k, m in iter_tar_samples(path) if k == key), None)
             if members is None:
                 continue
-            if "json" not in members or "lq.png" not in members:
-                raise FacedegError(f"{entry['name']}: sample {key} lacks json or lq.png")
-            plan = Plan.from_json(json.loads(members["json"])["plan"])
-        hq = hq_array(members, f"{entry['name']}: {key}")
-        stored = decode(members["lq.png"], f"{key}.lq.png")
+            if find_member(members, "json") is None:
+                raise FacedegError(f"{entry['name']}: sample {key} lacks its {JSON_MEMBER} member")
+            plan = Plan.from_json(json.loads(members[JSON_MEMBER])["plan"])
+        hq = decode_member(members, "hq", f"{entry['name']}: {key}")
+        stored = decode_member(members, "lq", f"{entry['name']}: {key}")
         replayed = plan.apply(hq)
         if replayed.shape != stored.shape:
             return ReplayResult(key, entry["name"], plan.summary(), False, int(stored.size), None)
