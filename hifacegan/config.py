@@ -27,7 +27,6 @@ class TrainConfig:
     degrade: str | None = None  # on-the-fly: facedeg recipe applied to HQ-only shards or an image folder
     workers: int = 4
     shuffle_buffer: int = 256
-    epoch_steps: int | None = None  # batches per loader epoch (per rank); default: ckpt_every
     # model
     variant: str = "hifacegan"
     size: int = 512
@@ -123,7 +122,7 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"expected true/false, got {value!r}")
         return value
-    if isinstance(default, int) or key == "epoch_steps":
+    if isinstance(default, int):
         if isinstance(value, bool) or not float(value).is_integer():
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value)
@@ -158,8 +157,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"betas must both be in [0, 1), got {list(cfg.betas)}")
     if cfg.size % 32 != 0 or cfg.size < 64:
         raise ConfigError(f"size must be a multiple of 32 and at least 64, got {cfg.size}")
-    if cfg.epoch_steps is not None and cfg.epoch_steps < 1:
-        raise ConfigError(f"epoch_steps must be positive, got {cfg.epoch_steps}")
     if not 0.0 <= cfg.decay_start <= 1.0:
         raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
     if cfg.vgg_weights and not Path(cfg.vgg_weights).is_file():

@@ -1,31 +1,40 @@
 """Streaming training data from facedeg shards (webdataset tar files) or image folders.
 
-Per loader worker the stream is: shard cycle -> tar members -> decode (or degrade) -> shuffle buffer -> batch.
+Each loader worker runs a chain of small stages (`hifacegan/stages.py`), each an iterator -> iterator
+function whose state travels in the samples (webdataset's pipeline style); `PairStream` composes them:
 
-- Shards are split explicitly: rank r takes shards r::world, and each DataLoader worker takes every
-  n-th of those, when there are at least as many shards as (rank, worker) pairs. With fewer shards,
-  every pair reads all of them but keeps a disjoint slice of the samples (sample i of shard s when
-  (s + i) % pairs == pair), so no sample is read twice per round on any rank. On-the-fly mode
-  (`degrade`) shares the shards instead: each worker makes its own LQ from a shared HQ.
-- The shard cycle is endless: a fresh permutation, seeded by (seed, epoch, rank, worker, round), each time
-  the list is used up. Every sample is read once before any repeats, and no rank ever runs dry, so with
-  `with_epoch(steps)` every rank yields exactly the same number of batches (no DDP hang).
-- Only the members of facedeg's shard table (`facedeg.build.shards.MEMBERS`: hq, lq, json) are read; everything else (pickles included)
-  is never even loaded. Batches hold uint8 NHWC tensors; float conversion and the flip happen on the
-  device in `to_device`.
-- A corrupt sample, or the rest of a broken shard, is skipped with a warning naming shard and key, and
-  counted (`skipped` in each batch: the worker's running total).
+    shard_rounds -> read_shards | read_files -> shuffle_rounds -> number_rounds -> skip_to
+                 -> load_pairs -> batches
+
+- **One endless stream per run.** Round r of a worker is its shard list in an order seeded by
+  (seed, rank, worker, r); a shuffle buffer that drains at each round's end mixes the raw samples, so
+  every sample comes once per round and no rank ever runs dry (every rank yields a batch per step,
+  so DDP never hangs). The order depends on the seed, the data, the batch size and the process layout
+  (world size, `--workers`), never on checkpoint, validation or sample cadence.
+- **Cursors.** Every batch carries its worker's cursor `(round, next index in the round, samples
+  skipped so far)`. A loader started from saved cursors opens no earlier round and drops the raw
+  samples before the cursor without decoding them, so a resumed run continues the very same stream.
+  DataLoader hands out batch j from worker j % workers; a loader started at step s therefore rotates
+  its workers so that physical worker p plays worker (p + s) % workers.
+- **Splitting.** Rank r takes shards r::world and each worker every n-th of those, when there are at
+  least as many shards as (rank, worker) pairs. With fewer shards, every pair reads all of them but
+  keeps a disjoint slice of the samples (sample i of shard s when (s + i) % pairs == pair). On-the-fly
+  mode (`degrade`) shares the shards instead: each worker makes its own LQ from a shared HQ.
+- **Members.** Only the members in facedeg's shard-member table (`facedeg.build.shards.MEMBERS`) are
+  read; anything else (pickles included) is never even loaded. Batches hold uint8 NHWC tensors; float
+  conversion and the flip happen on the device in `to_device`.
+- **Errors.** A corrupt sample, or the rest of a broken shard, is skipped with a warning naming shard
+  and key, and counted in stream order (`skipped` in each batch: the worker's running total). A whole
+  round without one usable sample is a DataError.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import multiprocessing
-import random
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +42,29 @@ import braceexpand
 import cv2
 import numpy as np
 import torch
-import webdataset as wds
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import facedeg
 from facedeg.build.heap import keep_heap
-from facedeg.build.shards import LQ_MEMBER, MEMBER_SUFFIXES, MEMBERS, find_member
+from facedeg.build.shards import LQ_MEMBER, MEMBERS, find_member
 from facedeg.codec import decode
 from facedeg.crop import crop_and_resize
 from facedeg.imread import IMAGE_EXTENSIONS, read_image
-from hifacegan.errors import DataError, HiFaceGANError
-
-log = logging.getLogger("hifacegan.data")
+from facedeg.recipe import Recipe
+from hifacegan.errors import DataError
+from hifacegan.stages import (
+    START,
+    Cursor,
+    assign_shards,
+    batches,
+    load_pairs,
+    number_rounds,
+    read_files,
+    read_shards,
+    shard_rounds,
+    shuffle_rounds,
+    skip_to,
+)
 
 IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the same files facedeg build reads
 
@@ -113,226 +133,110 @@ def list_images(folder: str | Path) -> list[str]:
     return files
 
 
-# ----------------------------------------------------------------------------- error policy
+# ----------------------------------------------------------------------------- one sample
 
 
-class _Skips:
-    """Error policy: log a warning naming shard and key, count, continue (no sleeping).
+def fit(img: np.ndarray, size: int) -> np.ndarray:
+    """An image at the model size: center crop and resize when it is not size x size already
+    (e.g. 512 shards for a quick 256 run)."""
+    return img if img.shape[:2] == (size, size) else crop_and_resize(img, size)[0]
 
-    The stream keeps `url` (the shard being read) and `key` (its last complete sample) up to date."""
 
-    def __init__(self) -> None:
-        self.count, self.url, self.key = 0, "?", ""
+def load_pair(raw: dict[str, Any], *, size: int, recipe: Recipe | None, lq_seed: Callable[[dict[str, Any]], int],
+              paired: bool) -> dict[str, Any]:
+    """One raw sample -> {"key", "url", "round", "index", "lq", "hq"} (uint8 HxWx3 at `size`).
 
-    def __call__(self, exn: BaseException, key: str | None = None, url: str | None = None) -> bool:
-        where = f"key {key}" if key is not None else (f"after key {self.key}" if self.key else "at its start")
-        reason = str(exn.args[0] if exn.args else exn)[:200]
-        self.count += 1
-        log.warning("skipping corrupt data in shard %s (%s): %s: %s", url or self.url, where, type(exn).__name__, reason)
-        return True
+    HQ: a shard's hq.* member, or an image file (robust read, center crop, resize). LQ: the shard's
+    lq.png, or made from HQ by `recipe` with seed `lq_seed(raw)`. `paired` (validation, eval): a
+    missing lq.png is a DataError for the whole run, not a skipped sample."""
+    key, url = raw["__key__"], raw["__url__"]
+    if "file" in raw:
+        hq = crop_and_resize(read_image(raw["file"]), size)[0]
+    else:
+        name = find_member(raw, "hq")
+        if name is None:
+            raise ValueError(f"no {'/'.join(MEMBERS['hq'])} member")
+        hq = fit(decode(raw[name], name), size)
+    if recipe is not None:
+        lq = recipe.sample(lq_seed(raw), hq.shape[:2]).apply(hq)
+    elif LQ_MEMBER in raw:
+        lq = fit(decode(raw[LQ_MEMBER], LQ_MEMBER), size)
+    elif paired:  # val/eval data is a pair set by definition: stop, don't skip every sample
+        raise DataError(f"{url}: sample {key} has no {LQ_MEMBER}: validation and eval need paired shards "
+                        "(from facedeg build); HQ-only data needs on-the-fly degradation "
+                        "(hifacegan train --degrade RECIPE)")
+    else:
+        raise ValueError(f"no {LQ_MEMBER} member (HQ-only data needs --degrade RECIPE)")
+    return {"key": key, "url": url, "round": raw["round"], "index": raw["index"], "lq": lq, "hq": hq}
+
+
+def no_usable_samples(skipped: int, *, shards: list[str], stride: int) -> DataError:
+    note = f"; this loader keeps 1 in {stride} samples: fewer samples than ranks x workers?" if stride > 1 else ""
+    return DataError(f"no usable samples in {len(shards)} shard(s) starting with {shards[0]} "
+                     f"({skipped} skipped as corrupt{note})")
 
 
 # ----------------------------------------------------------------------------- the stream
-
-
-def read_tar(url: str, on_error: _Skips) -> Iterator[dict[str, Any]]:
-    """Samples of one shard as {"__key__", "__url__", member suffix: bytes}, reading only the members of the shard table (MEMBER_SUFFIXES).
-
-    Consecutive members with the same key (the text before the first dot) form a sample. A broken
-    stream (truncated download, bad header) ends the shard with one warning; the sample being read is
-    dropped, every complete one before it is kept."""
-    on_error.url, on_error.key = url, ""
-    sample: dict[str, Any] = {}
-    try:
-        with wds.gopen(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for info in tar:
-                key, _, suffix = Path(info.name).name.partition(".")
-                if not info.isfile() or suffix.lower() not in MEMBER_SUFFIXES:
-                    continue
-                if sample and sample["__key__"] != key:
-                    on_error.key = sample["__key__"]
-                    yield sample
-                    sample = {}
-                f = tar.extractfile(info)
-                sample.setdefault("__key__", key)
-                sample.setdefault("__url__", url)
-                sample[suffix.lower()] = f.read() if f is not None else b""
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exn:
-        on_error(exn)
-        return
-    if sample:
-        yield sample
-
-
-def stable_seed(*parts: int | str) -> int:
-    """A 64-bit seed from ints and strings, the same on every machine and Python run."""
-    words = [p if isinstance(p, int) else int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(),
-                                                         "little") for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
-
-
-def shuffle_rounds(samples: Iterator[dict[str, Any]], bufsize: int, rng: random.Random) -> Iterator[dict[str, Any]]:
-    """Shuffle buffer that never mixes two rounds of the shard cycle: it drains when a new round starts,
-    so a sample comes out once per round (a plain buffer over an endless cycle can hold two copies)."""
-    buf: list[dict[str, Any]] = []
-
-    def pick() -> dict[str, Any]:
-        i = rng.randrange(len(buf))
-        buf[i], buf[-1] = buf[-1], buf[i]
-        return buf.pop()
-
-    current = None
-    for sample in samples:
-        if sample["round"] != current:
-            while buf:
-                yield pick()
-            current = sample["round"]
-        buf.append(sample)
-        if len(buf) >= bufsize:
-            yield pick()
-    while buf:
-        yield pick()
-
-
-def assign_shards(urls: list[str], rank: int, world: int, worker: int, workers: int,
-                  share: bool = False) -> tuple[list[int], int, int]:
-    """This (rank, worker)'s shards as indices into `urls`, and its sample slice (stride, offset).
-
-    Enough shards: a disjoint share of them, all their samples (stride 1). Fewer shards than
-    (rank, worker) pairs: all shards, and the pair keeps sample i of shard s when (s + i) % stride ==
-    offset, so pairs still read disjoint samples; with `share`, all shards and all their samples."""
-    pairs, pair = world * workers, rank * workers + worker
-    index = list(range(len(urls)))
-    if len(urls) >= pairs:
-        return index[rank::world][worker::workers], 1, 0
-    return (index, 1, 0) if share else (index, pairs, pair)
 
 
 class PairStream(IterableDataset):
     """Batches of uint8 (lq, hq) pairs from shards or an image folder, as described in the module doc.
 
     `degrade`: a facedeg recipe name/path; then LQ is made from HQ in the worker with seed
-    derive_seed(seed, epoch, rank, worker, index) (train) or derive_seed(seed, "val", key) (val).
-    `train=False` gives one ordered pass over all sources with no node split (for validation).
+    derive_seed(seed, "degrade", rank, worker, round, index) (train) or derive_seed(seed, "val", key)
+    (val). `train=False` gives one ordered pass over all sources with no node split (for validation).
+    `cursors` (worker -> cursor) and `shift` (the step the loader starts at) resume a stream.
+    Nothing is stored on the instance while iterating.
     """
 
-    def __init__(self, sources: list[str], size: int, batch_size: int, *, seed: int = 0, epoch: int = 0,
-                 rank: int = 0, world: int = 1, degrade: str | None = None, train: bool = True,
-                 shuffle_buffer: int = 256, folder: bool = False, limit: int | None = None) -> None:
+    def __init__(self, sources: list[str], size: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world: int = 1, degrade: str | None = None, train: bool = True, shuffle_buffer: int = 256,
+                 folder: bool = False, limit: int | None = None, cursors: dict[int, Cursor] | None = None,
+                 shift: int = 0) -> None:
         super().__init__()
         if not sources:
             raise DataError("empty shard set")
-        self.sources, self.size, self.batch_size = list(sources), size, batch_size
-        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
-        self.degrade, self.train, self.folder = degrade, train, folder
-        self.shuffle_buffer, self.limit = shuffle_buffer, limit
         if folder and not degrade:
             raise DataError("a folder of images has no LQ: pass --degrade RECIPE to degrade on the fly")
-
-    def _sources(self, worker: int, workers: int) -> Iterator[dict[str, Any]]:
-        if not self.train:
-            yield from ({"url": u} for u in self.sources)
-            return
-        mine, stride, offset = assign_shards(self.sources, self.rank, self.world, worker, workers,
-                                             share=bool(self.degrade))
-        for rnd in range(1 << 62):
-            self.round = rnd
-            before = self.decoded
-            order = random.Random(stable_seed(self.seed, self.epoch, self.rank, worker, rnd)).sample(mine, len(mine))
-            yield from ({"url": self.sources[i], "keep": (stride, (offset - i) % stride)} for i in order)
-            if self.decoded == before:
-                slice_note = (f"; this loader keeps 1 in {stride} samples: fewer samples than ranks x workers?"
-                              if stride > 1 else "")
-                raise DataError(f"no usable samples in {len(mine)} shard(s) starting with {self.sources[mine[0]]} "
-                                f"({self.skips.count} skipped as corrupt{slice_note})")
-
-    def _raw_samples(self, srcs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for src in srcs:
-            stride, keep = src.get("keep", (1, 0))
-            if self.folder:
-                raws: Iterator[dict[str, Any]] = iter([{"__key__": Path(src["url"]).stem, "__url__": src["url"],
-                                                        "file": src["url"]}])
-            else:
-                raws = read_tar(src["url"], self.skips)
-            yield from (raw for i, raw in enumerate(raws) if i % stride == keep)
-
-    def _decode(self, raw: dict[str, Any], worker: int) -> dict[str, Any]:
-        key, url = raw["__key__"], raw["__url__"]
-        if self.folder:  # robust read (EXIF, gray, alpha, 16-bit), center crop, resize
-            hq = crop_and_resize(read_image(raw["file"]), self.size)[0]
-        else:
-            hq_name = find_member(raw, "hq")
-            if hq_name is None:
-                raise ValueError(f"no {'/'.join(MEMBERS['hq'])} member")
-            hq = self._sized(decode(raw[hq_name], hq_name))
-        if self.degrade:
-            if self._recipe is None:
-                self._recipe = facedeg.load_recipe(self.degrade)
-            if self.train:
-                seed = facedeg.derive_seed(self.seed, self.epoch, self.rank, worker, self.decoded)
-            else:
-                seed = facedeg.derive_seed(self.seed, "val", key)
-            lq = self._recipe.sample(seed, hq.shape[:2]).apply(hq)
-        else:
-            if LQ_MEMBER not in raw:
-                if not self.train:  # val/eval data is a pair set by definition: stop, don't skip every sample
-                    raise DataError(f"{url}: sample {key} has no lq.png: validation and eval need paired shards "
-                                    "(from facedeg build); HQ-only data needs on-the-fly degradation "
-                                    "(hifacegan train --degrade RECIPE)")
-                raise ValueError("no lq.png member (HQ-only data needs --degrade RECIPE)")
-            lq = self._sized(decode(raw[LQ_MEMBER], LQ_MEMBER))
-        return {"key": key, "url": url, "lq": lq, "hq": hq, "round": self.round}
-
-    def _sized(self, img: np.ndarray) -> np.ndarray:
-        if img.shape[:2] != (self.size, self.size):  # e.g. 512 shards for a quick 256 run
-            img = crop_and_resize(img, self.size)[0]
-        return img
-
-    def _decode_all(self, raws: Iterator[dict[str, Any]], worker: int) -> Iterator[dict[str, Any]]:
-        for raw in raws:
-            try:
-                sample = self._decode(raw, worker)
-            except HiFaceGANError:
-                raise
-            except Exception as exn:  # a corrupt sample must not stop training
-                self.skips(exn, key=raw["__key__"], url=raw["__url__"])
-                continue
-            self.decoded += 1
-            yield sample
+        self.sources, self.size, self.batch_size = list(sources), size, batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+        self.degrade, self.train, self.folder = degrade, train, folder
+        self.shuffle_buffer, self.limit = shuffle_buffer, limit
+        self.cursors = {int(w): tuple(map(int, c)) for w, c in (cursors or {}).items()}
+        self.shift = shift
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             cv2.setNumThreads(1)
             keep_heap()  # loader workers decode (and degrade) big images: keep freed buffers mapped
-        self.skips, self.decoded, self._recipe, self.round = _Skips(), 0, None, 0
-        samples = self._decode_all(self._raw_samples(self._sources(worker, workers)), worker)
-        if self.train and self.shuffle_buffer > 1:
-            rng = random.Random(stable_seed(self.seed, self.epoch, self.rank, worker, "shuffle"))
-            samples = shuffle_rounds(samples, self.shuffle_buffer, rng)
-        batch: list[dict[str, Any]] = []
-        emitted = 0
-        for sample in samples:
-            if self.limit is not None and emitted >= self.limit:
-                break
-            batch.append(sample)
-            emitted += 1
-            if len(batch) == self.batch_size:
-                yield self._collate(batch, worker)
-                batch = []
-        if batch and not self.train:
-            yield self._collate(batch, worker)
+        return self.pipeline((physical + self.shift) % workers, workers)
 
-    def _collate(self, batch: list[dict[str, Any]], worker: int) -> dict[str, Any]:
-        return {
-            "lq": torch.from_numpy(np.stack([s["lq"] for s in batch])),
-            "hq": torch.from_numpy(np.stack([s["hq"] for s in batch])),
-            "keys": [s["key"] for s in batch],
-            "shards": [s["url"] for s in batch],
-            "worker": worker,
-            "skipped": self.skips.count,
-        }
+    def pipeline(self, worker: int, workers: int) -> Iterator[dict[str, Any]]:
+        """The stages of (logical) `worker` of `workers`."""
+        recipe = facedeg.load_recipe(self.degrade) if self.degrade else None
+        seed, rank = self.seed, self.rank
+        if self.train:
+            mine, stride, offset = assign_shards(self.sources, rank, self.world, worker, workers,
+                                                 share=bool(self.degrade))
+            cursor = self.cursors.get(worker, START)
+            sources = shard_rounds(self.sources, mine, stride, offset, seed=seed, rank=rank, worker=worker,
+                                   first_round=cursor[0])
+            lq_seed = lambda raw: facedeg.derive_seed(seed, "degrade", rank, worker, raw["round"], raw["index"])  # noqa: E731
+        else:
+            mine, stride, cursor = list(range(len(self.sources))), 1, START
+            sources = ({"url": u, "round": 0, "keep": (1, 0)} for u in self.sources)
+            lq_seed = lambda raw: facedeg.derive_seed(seed, "val", raw["__key__"])  # noqa: E731
+        no_samples = partial(no_usable_samples, shards=[self.sources[i] for i in mine], stride=stride)
+        raws = read_files(sources) if self.folder else read_shards(sources, no_samples)
+        if self.train and self.shuffle_buffer > 1:
+            raws = shuffle_rounds(raws, self.shuffle_buffer,
+                                  lambda r: facedeg.derive_seed(seed, "shuffle", rank, worker, r))
+        raws = skip_to(number_rounds(raws), cursor)
+        load = partial(load_pair, size=self.size, recipe=recipe, lq_seed=lq_seed, paired=not self.train)
+        pairs = load_pairs(raws, load, no_samples, skipped=cursor[2])
+        return batches(pairs, self.batch_size, worker, limit=self.limit, keep_partial=not self.train)
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -362,15 +266,29 @@ def make_stream(spec: str, size: int, batch_size: int, *, split: str = "train", 
     return PairStream(sources, size, batch_size, folder=folder, **kw)
 
 
-def train_loader(spec: str, size: int, batch_size: int, *, steps: int, workers: int, seed: int, epoch: int,
-                 rank: int = 0, world: int = 1, degrade: str | None = None, shuffle_buffer: int = 256,
-                 pin_memory: bool = False) -> wds.WebLoader:
-    """Exactly `steps` batches per epoch on every rank."""
-    stream = make_stream(spec, size, batch_size, seed=seed, epoch=epoch, rank=rank, world=world,
-                         degrade=degrade, shuffle_buffer=shuffle_buffer)
-    return wds.WebLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                         prefetch_factor=4 if workers else None,
-                         multiprocessing_context=_worker_context() if workers else None).with_epoch(steps)
+def train_loader(spec: str, size: int, batch_size: int, *, workers: int, seed: int, rank: int = 0,
+                 world: int = 1, degrade: str | None = None, shuffle_buffer: int = 256, pin_memory: bool = False,
+                 step: int = 0, cursors: dict[int, Cursor] | None = None) -> DataLoader:
+    """An endless loader: a batch per `next()` on every rank, forever. `step` and `cursors` (from
+    `resume_cursors`) continue a stream that was stopped at `step`."""
+    stream = make_stream(spec, size, batch_size, seed=seed, rank=rank, world=world, degrade=degrade,
+                         shuffle_buffer=shuffle_buffer, cursors=cursors, shift=step % max(1, workers))
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      prefetch_factor=4 if workers else None,
+                      multiprocessing_context=_worker_context() if workers else None)
+
+
+@contextmanager
+def open_train_stream(spec: str, size: int, batch_size: int, **kw: Any) -> Iterator[Iterator[dict[str, Any]]]:
+    """`train_loader`'s batches; its workers stop when the block ends (not whenever the iterator is
+    garbage-collected)."""
+    batches_iter = iter(train_loader(spec, size, batch_size, **kw))
+    try:
+        yield batches_iter
+    finally:
+        shutdown = getattr(batches_iter, "_shutdown_workers", None)  # multi-process iterators only
+        if shutdown is not None:
+            shutdown()
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -386,6 +304,36 @@ def val_batches(spec: str, size: int, batch_size: int, *, limit: int, seed: int 
     """One ordered pass over the first `limit` val samples, in the main process."""
     yield from make_stream(spec, size, batch_size, split="val", seed=seed, degrade=degrade, train=False,
                            limit=limit)
+
+
+# ----------------------------------------------------------------------------- stream state in checkpoints
+
+
+def stream_state(cursors: dict[int, Cursor], world: int, workers: int) -> dict[str, Any]:
+    """What a checkpoint keeps of one rank's stream (plain types: loads with weights_only=True)."""
+    return {"world": world, "workers": max(1, workers), "cursors": {int(w): [int(x) for x in c] for w, c in cursors.items()}}
+
+
+def skipped_total(cursors: dict[int, Cursor]) -> int:
+    return sum(c[2] for c in cursors.values())
+
+
+def resume_cursors(saved: list[dict[str, Any]] | None, rank: int, world: int,
+                   workers: int) -> tuple[dict[int, Cursor], str | None]:
+    """This rank's cursors from a checkpoint's per-rank stream states, and a note when the stream cannot
+    continue exactly (an older checkpoint without them, or another world size or --workers): then every
+    worker starts a fresh round after the newest saved one, keeping the skipped count."""
+    if not saved:
+        return {}, "data stream: the checkpoint holds no stream position (older version); starting it anew"
+    mine = saved[rank] if rank < len(saved) else {}
+    if len(saved) == world and mine.get("world") == world and mine.get("workers") == max(1, workers):
+        return {int(w): (int(c[0]), int(c[1]), int(c[2])) for w, c in mine["cursors"].items()}, None
+    fresh = 1 + max((c[0] for s in saved for c in s.get("cursors", {}).values()), default=-1)
+    base = sum(c[2] for c in mine.get("cursors", {}).values())
+    was = f"{saved[0].get('world')} process(es) x {saved[0].get('workers')} worker(s)"
+    cursors = {w: (fresh, 0, base if w == 0 else 0) for w in range(max(1, workers))}
+    return cursors, (f"data stream: the checkpoint was written by {was}, now {world} x "
+                                   f"{max(1, workers)}: every worker starts at round {fresh}")
 
 
 def to_device(batch: dict[str, Any], device: torch.device, *, flip_seed: int | None = None,

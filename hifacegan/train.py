@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from facedeg.seeds import derive_seed
 from hifacegan import dist
 from hifacegan.checkpoint import (
     RESUME_KEYS,
@@ -34,9 +35,11 @@ from hifacegan.config import TrainConfig, loss_weights
 from hifacegan.data import (
     check_source,
     default_val_spec,
-    stable_seed,
+    open_train_stream,
+    resume_cursors,
+    skipped_total,
+    stream_state,
     to_device,
-    train_loader,
     val_batches,
 )
 from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANError
@@ -80,7 +83,6 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     data_desc = check_source(cfg.data, "train", cfg.degrade)
     val_spec = cfg.val_data or default_val_spec(cfg.data)
     val_desc = check_source(val_spec, "val", cfg.degrade) if val_spec else "none (no PSNR/SSIM validation)"
-    epoch_steps = cfg.epoch_steps or cfg.ckpt_every
 
     # ---------------------------------------------------------------- models, losses, optimisers
     G = build_generator(cfg.variant, cfg.ngf, cfg.size, cfg.norm).to(device, memory_format=fmt)
@@ -106,6 +108,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
     # ---------------------------------------------------------------- resume
     step = 0
+    cursors: dict[int, Any] = {}  # loader worker -> the cursor of its newest batch (see hifacegan/data.py)
     latest = ckpt_dir / "latest.pt"
     if cfg.resume and latest.is_file():
         ck = load_checkpoint(latest)
@@ -120,6 +123,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         sched_d.load_state_dict(ck["sched_d"])
         step = int(ck["step"])
         set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
+        cursors, note = resume_cursors(ck.get("data"), rank, world, cfg.workers)
+        if note:
+            dist.print0(note)
         dist.print0(f"resumed from {latest} at step {step}")
     elif cfg.resume:
         dist.print0(f"--resume: no checkpoint in {ckpt_dir} yet, starting from scratch")
@@ -148,31 +154,24 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     val_cache: list[dict[str, Any]] | None = None
     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
     shards_read: set[str] = set()
-    skipped: dict[int, int] = {}  # this epoch's loader: worker -> its running count
-    skipped_before = 0  # earlier epochs' loaders
     last: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- the loop
     try:
         stop = min(cfg.max_steps, until or cfg.max_steps)
-        while step < stop:
-            epoch, skip = divmod(step, epoch_steps)
-            skipped_before, skipped = skipped_before + sum(skipped.values()), {}
-            loader = train_loader(cfg.data, cfg.size, cfg.batch_size, steps=epoch_steps, workers=cfg.workers,
-                                  seed=cfg.seed, epoch=epoch, rank=rank, world=world, degrade=cfg.degrade,
-                                  shuffle_buffer=cfg.shuffle_buffer, pin_memory=cuda)
-            batches = iter(loader)
-            for _ in range(skip):  # resuming mid-epoch: replay the epoch's stream up to this step
-                next(batches)
+        # one endless stream per run, continued from the checkpoint's cursors (its order never depends on
+        # the checkpoint, validation or sample cadence)
+        with open_train_stream(cfg.data, cfg.size, cfg.batch_size, workers=cfg.workers, seed=cfg.seed, rank=rank,
+                               world=world, degrade=cfg.degrade, shuffle_buffer=cfg.shuffle_buffer,
+                               pin_memory=cuda, step=step, cursors=cursors) as batches:
             while step < stop:
                 t_wait = time.perf_counter()
-                batch = next(batches, None)
-                if batch is None:
-                    break
+                batch = next(batches)
                 window["wait"] += time.perf_counter() - t_wait
                 shards_read.update(batch["shards"])
-                skipped[batch["worker"]] = batch["skipped"]
-                lq, hq = to_device(batch, device, flip_seed=stable_seed(cfg.seed, rank, step), channels_last=channels_last)
+                cursors[batch["worker"]] = batch["cursor"]
+                flip_seed = derive_seed(cfg.seed, "flip", rank, step)
+                lq, hq = to_device(batch, device, flip_seed=flip_seed, channels_last=channels_last)
 
                 # G step: D is frozen and used without its DDP wrapper (no gradient sync needed)
                 D.requires_grad_(False)
@@ -207,7 +206,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                             "lr_g": sched_g.get_last_lr()[0], "lr_d": sched_d.get_last_lr()[0],
                             "img_per_s": round(window["steps"] * cfg.batch_size * world / elapsed, 3),
                             "data_wait": round(window["wait"] / elapsed, 4),
-                            "skipped": skipped_before + sum(skipped.values()),
+                            "skipped": skipped_total(cursors),
                             "time": round(time.time(), 2)}
                     if cuda:
                         last["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -227,11 +226,12 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                                   f", SSIM {record['val_ssim']:.4f} (LQ {record['val_ssim_lq']:.4f})")
                         log_file.write(json.dumps(record) + "\n")
                 if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-                    states = dist.all_gather_objects(get_rng_state())
+                    states = dist.all_gather_objects((get_rng_state(), stream_state(cursors, world, cfg.workers)))
                     if dist.is_main():
                         state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
                                  "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                                 "sched_d": sched_d.state_dict(), "step": step, "rng": states,
+                                 "sched_d": sched_d.state_dict(), "step": step,
+                                 "rng": [s[0] for s in states], "data": [s[1] for s in states],
                                  "config": run_config(cfg, G, D)}
                         path = save_checkpoint(state, ckpt_dir, step, cfg.keep_ckpts)
                         bar.print(f"checkpoint: {path}")
@@ -245,7 +245,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
     reads = dist.all_gather_objects(sorted(shards_read))
     if dist.is_main():
-        end = {"event": "end", "step": step, "shards_read": reads, "skipped": skipped_before + sum(skipped.values())}
+        end = {"event": "end", "step": step, "shards_read": reads, "skipped": skipped_total(cursors)}
         with open(run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(end) + "\n")
     dist.barrier()

@@ -72,22 +72,42 @@ def test_overfit_two_real_faces_lowers_l1(tmp_path):
     assert end < 0.75 * start, (start, end)
 
 
-def test_resume_gives_exactly_the_same_next_losses(shards, tmp_path):
-    # epoch_steps 3 and a checkpoint at step 2: the resumed run must replay the loader mid-epoch;
-    # decay_start 0.5: the LR schedule is decaying across the resume point
-    kw = dict(max_steps=4, ckpt_every=2, epoch_steps=3, decay_start=0.5)
-    train(tiny(shards, tmp_path / "straight", **kw), progress=False)
-    train(tiny(shards, tmp_path / "resumed", **kw), progress=False, until=2)
-    assert [r["step"] for r in records(tmp_path / "resumed")] == [1, 2]
-    train(tiny(shards, tmp_path / "resumed", resume=True, **kw), progress=False)
-    straight, resumed = records(tmp_path / "straight"), records(tmp_path / "resumed")
-    keys = ("g_gan", "g_feat", "g_l1", "d_real", "d_fake", "lr_g", "lr_d")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(straight[2:], resumed[2:], strict=True):
-        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+LOSSES = ("g_gan", "g_feat", "g_l1", "d_real", "d_fake", "lr_g", "lr_d", "skipped")
+
+
+def trajectory(run_dir) -> list[dict]:
+    return [{"step": r["step"], **{k: r[k] for k in LOSSES}} for r in records(run_dir)]
+
+
+def test_stopped_at_any_step_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    # 2 loader workers, a shuffle buffer and a corrupt sample: the stream is continued from the saved
+    # cursors (odd and even stops: the resumed loader's workers rotate); decay_start 0.5: the LR
+    # schedule is decaying across the stops
+    data = write_shards(tmp_path / "d", 10, 2, per_shard=2, corrupt=("00000003",))
+    kw = dict(max_steps=4, ckpt_every=1, decay_start=0.5, workers=2, shuffle_buffer=3)
+    train(tiny(data, tmp_path / "straight", **kw), progress=False)
+    straight = trajectory(tmp_path / "straight")
+    assert [r["step"] for r in straight] == [1, 2, 3, 4] and straight[-1]["skipped"] >= 1
     ck_a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
-    ck_b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
-    assert all(torch.equal(v, ck_b["G"][k]) for k, v in ck_a["G"].items())
+    for stop in (1, 2):
+        run = tmp_path / f"stop{stop}"
+        train(tiny(data, run, **kw), progress=False, until=stop)
+        assert [r["step"] for r in records(run)] == list(range(1, stop + 1))
+        train(tiny(data, run, resume=True, **kw), progress=False)
+        assert trajectory(run) == straight, f"stopped at {stop}"
+        ck_b = load_checkpoint(run / "checkpoints" / "latest.pt")
+        assert all(torch.equal(v, ck_b["G"][k]) for k, v in ck_a["G"].items())
+        assert ck_b["data"] == ck_a["data"]
+
+
+def test_data_stream_does_not_depend_on_checkpoint_or_validation_cadence(shards, tmp_path):
+    # the loader once restarted every ckpt_every steps with a new seed: step 4 saw other samples
+    often = dict(ckpt_every=1, val_every=1, sample_every=1)
+    rarely = dict(ckpt_every=5, val_every=1000, sample_every=1000)
+    for name, cadence in (("often", often), ("rarely", rarely)):
+        train(tiny(shards, tmp_path / name, max_steps=4, **cadence), progress=False)
+    assert len(records(tmp_path / "often", "val")) == 4
+    assert trajectory(tmp_path / "often") == trajectory(tmp_path / "rarely")
 
 
 def test_checkpoint_contents_atomic_names_and_keep_last(shards, tmp_path):
@@ -186,13 +206,15 @@ def test_clear_errors(shards, tmp_path):
         resolve_config(tmp_path / "cfg.yaml", {"data": "x", "out": "y"})
 
 
-def test_skipped_count_adds_up_across_loader_epochs(tmp_path):
-    # the corrupt sample is read (and skipped) once per loader epoch; the log must not reset per epoch
+def test_skipped_count_adds_up_across_rounds_and_resumes(tmp_path):
+    # the corrupt sample is read (and skipped) once per round (2 samples, batch 1: a round per step);
+    # the count travels in the checkpoint, so a resumed run continues it
     data = write_shards(tmp_path / "bad", 2, 0, per_shard=2, corrupt=("00000000",))
-    train(tiny(data, tmp_path / "run", batch_size=1, max_steps=3, epoch_steps=1, ckpt_every=3, shuffle_buffer=1),
-          progress=False)
+    kw = dict(batch_size=1, max_steps=3, ckpt_every=1, shuffle_buffer=1)
+    train(tiny(data, tmp_path / "run", **kw), progress=False, until=2)
+    train(tiny(data, tmp_path / "run", resume=True, **kw), progress=False)
     assert [r["skipped"] for r in records(tmp_path / "run")] == [1, 2, 3]
-    assert records(tmp_path / "run", "end")[0]["skipped"] == 3
+    assert records(tmp_path / "run", "end")[-1]["skipped"] == 3
 
 
 def test_resume_from_a_generator_only_checkpoint_is_an_error(shards, tmp_path):
