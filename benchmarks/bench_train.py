@@ -76,7 +76,7 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
                                     vgg_weights=str(vgg) if vgg else None,
                                     batch_size=batch, max_steps=warmup + steps + 1, log_every=warmup,
                                     ckpt_every=10**9, sample_every=10**9, val_every=10**9, workers=workers,
-                                    precision=precision, compile=compile, epoch_steps=warmup + steps))
+                                    precision=precision, compile=compile))
     row = {"size": size, "ngf": ngf, "batch": batch, "precision": precision, "compile": compile,
            "vgg": "random" if vgg else "off (L1)"}
     t0 = time.perf_counter()
@@ -99,10 +99,10 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
 
 def bench_loader(shards: Path, *, size: int, workers: int, batch: int = 8, batches: int = 24) -> float:
     """Samples/s of the training loader alone (after its first batch: worker start-up not counted)."""
-    loader = iter(train_loader(str(shards), size, batch, steps=batches + 1, workers=workers, seed=0, epoch=0))
+    loader = iter(train_loader(str(shards), size, batch, workers=workers, seed=0))  # endless
     next(loader)
     t0 = time.perf_counter()
-    n = sum(len(b["keys"]) for b in loader)
+    n = sum(len(next(loader)["keys"]) for _ in range(batches))
     return n / (time.perf_counter() - t0)
 
 
