@@ -103,11 +103,15 @@ def preview(
     recipe: RecipeOpt = "mixed",
     out: Annotated[Path, typer.Option("--out", "-o", help="Contact sheet PNG to write.")] = Path("preview.png"),
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=64, help="Number of degraded variants.")] = 8,
-    seed: SeedOpt = 0,
-    steps: Annotated[bool, typer.Option("--steps", help="Show one plan applied op by op instead.")] = False,
+    seed: Annotated[int, typer.Option("--seed", "-s", min=0, help=(
+        "Seed of variant 0; variant i uses SEED+i, so each is exactly what `facedeg degrade --seed SEED+i` "
+        "gives."))] = 0,
+    steps: Annotated[bool, typer.Option("--steps", help="Show one plan (variant 0) applied op by op instead.")] = False,
     tile: Annotated[int, typer.Option("--tile", min=64, max=1024, help="Tile size in pixels.")] = 256,
 ) -> None:
-    """Show what a recipe does: the original and n variants, each captioned with its plan.
+    """Show what a recipe does: the original and n variants, each captioned with its seed and plan.
+
+    Variant i is exactly the image `facedeg degrade --seed SEED+i` gives (variant 0: the same seed).
 
     Examples: facedeg preview --recipe mixed --n 8 --out preview.png;
     facedeg preview face.jpg --recipe blur --steps --out steps.png
@@ -124,7 +128,7 @@ def preview(
     _save(sheet, out)
     typer.echo(f"recipe {recipe_obj.name} ({recipe_obj.hash[:12]}) on {source.name}, seed {seed}")
     for i, plan in enumerate(plans):
-        typer.echo(f"  #{i}  {plan.summary()}")
+        typer.echo(f"  #{i}  seed {plan.seed}: {plan.summary()}")
         if steps:
             for step in plan.steps:
                 typer.echo(f"       {step.op} {json.dumps(step.params)}")

@@ -1,4 +1,9 @@
-"""Contact sheets for ``facedeg preview``: the original plus degraded variants, each with a caption."""
+"""Contact sheets for ``facedeg preview``: the original plus degraded variants, each with a caption.
+
+One meaning of a seed: variant i of ``preview --seed S`` is exactly what ``facedeg degrade --seed S+i``
+gives (variant 0: the same seed), so any picture on a sheet can be made, and its plan saved, with
+``degrade``.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facedeg.plan import Plan
 from facedeg.recipe import Recipe
-from facedeg.seeds import derive_seed
 
 # Pillow's built-in font has no glyphs for these; captions in the picture use ASCII stand-ins.
 _ASCII = str.maketrans({"→": ">", "×": "x", "σ": "s", "λ": "lam", "°": "deg"})
 
 
+def variant_seed(seed: int, i: int) -> int:
+    """The seed of preview variant ``i``: ``seed + i``, the ``--seed`` that ``facedeg degrade`` takes for it."""
+    return seed + i
+
+
 def variant_plans(recipe: Recipe, seed: int, n: int, shape: tuple[int, int]) -> list[Plan]:
-    """The plans shown by preview: variant i uses ``derive_seed(seed, i)``."""
-    return [recipe.sample(derive_seed(seed, i), shape) for i in range(n)]
+    """The plans shown by preview: variant i is ``recipe.sample(seed + i, shape)``, the plan of
+    ``facedeg degrade --seed seed+i``."""
+    return [recipe.sample(variant_seed(seed, i), shape) for i in range(n)]
 
 
 def contact_sheet(tiles: list[tuple[np.ndarray, str]], tile: int = 256, columns: int = 4) -> np.ndarray:
@@ -47,7 +57,8 @@ def preview_variants(image: np.ndarray, recipe: Recipe, n: int = 8, seed: int = 
                      tile: int = 256) -> tuple[np.ndarray, list[Plan]]:
     """The original and ``n`` variants of ``recipe``; returns the sheet and the plans."""
     plans = variant_plans(recipe, seed, n, image.shape[:2])
-    tiles = [(image, "original")] + [(p.apply(image), f"#{i} {p.summary()}") for i, p in enumerate(plans)]
+    tiles = [(image, "original")]
+    tiles += [(p.apply(image), f"#{i} seed {p.seed}: {p.summary()}") for i, p in enumerate(plans)]
     return contact_sheet(tiles, tile, columns=min(5, len(tiles))), plans
 
 

@@ -1,7 +1,8 @@
 """Seed derivation for the determinism contract (README, "Determinism and the shard format").
 
-A sample's seed depends only on the build seed and the sample's own identity (its key, or
-epoch/rank/worker/index for on-the-fly degradation), never on draw order or process layout.
+A sample's seed depends only on the build seed and the sample's own identity (its key), never on
+draw order or process layout. :func:`derive_seed` is the project's one hash-based derivation: the
+builder, and hifacegan's loader and trainer (shard order, shuffle, on-the-fly LQ, flips), all use it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ def stable_hash(text: str) -> int:
 def derive_seed(seed: int, *parts: int | str) -> int:
     """Seed for one sample: ``SeedSequence([seed, *parts])`` folded to a 63-bit int.
 
-    String parts are hashed with :func:`stable_hash`. Example::
+    String parts are hashed with :func:`stable_hash` (up to two 32-bit words each). While the parts fit in
+    SeedSequence's pool of four words, a trailing zero part changes nothing (the pool is zero-padded:
+    ``derive_seed(s, 1, 2) == derive_seed(s, 1, 2, 0)``), so each use starts with its own string tag
+    and always passes the same number of parts. Example::
 
         >>> derive_seed(0, "00000012_1") == derive_seed(0, "00000012_1")
         True

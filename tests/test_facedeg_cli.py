@@ -8,11 +8,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import facedeg
 from cli.facedeg_cli import app
+from facedeg.imread import read_image
 from facedeg.plan import Plan
+from facedeg.preview import preview_variants
+from facedeg.recipe import load_recipe
 from facedeg.samples import sample_paths
 
 runner = CliRunner()
@@ -51,6 +56,31 @@ def test_preview_default_sample_and_steps(tmp_path: Path) -> None:
     res = runner.invoke(app, ["preview", str(sample_paths()[0]), "--recipe", "mixed", "--steps",
                               "--tile", "64", "--out", str(out)])
     assert res.exit_code == 0 and "jpeg {" in res.output
+
+
+@pytest.mark.parametrize("steps", [False, True])
+def test_preview_variant_i_is_degrade_with_seed_plus_i(tmp_path: Path, steps: bool) -> None:
+    # one meaning of --seed: variant 0 of `preview --seed 3` is `degrade --seed 3`, variant 2 is seed 5
+    src = str(sample_paths()[2])
+    args = ["preview", src, "--recipe", "mixed", "--seed", "3", "--n", "3", "--tile", "64",
+            "--out", str(tmp_path / "sheet.png")]
+    res = runner.invoke(app, args + (["--steps"] if steps else []))
+    assert res.exit_code == 0, res.output
+    shown = [line.split(": ", 1) for line in res.output.splitlines() if line.startswith("  #")]
+    assert [head for head, _ in shown] == (["  #0  seed 3"] if steps else ["  #0  seed 3", "  #1  seed 4", "  #2  seed 5"])
+    for i, (_, summary) in enumerate(shown):
+        plan_out = tmp_path / f"plan{i}.json"
+        res = runner.invoke(app, ["degrade", src, "--recipe", "mixed", "--seed", str(3 + i),
+                                  "--out", str(tmp_path / f"lq{i}.png"), "--plan-out", str(plan_out)])
+        assert res.exit_code == 0, res.output
+        assert res.output.strip().endswith(summary)
+        plan = Plan.from_json(json.loads(plan_out.read_text()))
+        assert plan.seed == 3 + i
+    hq = read_image(src)
+    plans = preview_variants(hq, load_recipe("mixed"), n=3, seed=3, tile=64)[1]
+    for i, plan in enumerate(plans):
+        lq, want = facedeg.degrade(hq, "mixed", 3 + i)
+        assert plan.to_json() == want.to_json() and np.array_equal(plan.apply(hq), lq)
 
 
 def test_user_errors_are_one_line(tmp_path: Path) -> None:
