@@ -27,7 +27,7 @@ from facedeg.build.shards import MEMBER_SUFFIXES
 from facedeg.seeds import derive_seed
 from hifacegan.errors import DataError, HiFaceGANError
 
-log = logging.getLogger("hifacegan.data")
+log = logging.getLogger("hifacegan.data")  # the loader's one logger (its stages live here)
 
 Cursor = tuple[int, int, int]  # (round, index of the next sample in that round, samples skipped so far)
 START: Cursor = (0, 0, 0)
@@ -99,7 +99,8 @@ def read_tar(url: str, members: Iterable[str] = MEMBER_SUFFIXES) -> Iterator[dic
 def read_shards(sources: Iterable[dict[str, Any]], no_samples: Callable[[int], DataError],
                 members: Iterable[str] = MEMBER_SUFFIXES) -> Iterator[dict[str, Any]]:
     """Raw samples of each source's shard, those in its `keep` slice, tagged with the source's round.
-    A round that yields nothing at all (empty shards, or a slice that keeps nothing) raises."""
+    A round that yields nothing at all (empty shards, or a slice that keeps nothing) raises
+    `no_samples(0)` when the next round starts (so an endless stream of empty rounds cannot spin)."""
     current, count = None, 0
     for src in sources:
         if src["round"] != current:
@@ -112,8 +113,6 @@ def read_shards(sources: Iterable[dict[str, Any]], no_samples: Callable[[int], D
                 count += 1
                 raw["round"] = src["round"]
                 yield raw
-    if current is not None and count == 0:  # a single finite pass (validation)
-        raise no_samples(0)
 
 
 def read_files(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
