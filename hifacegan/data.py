@@ -170,6 +170,16 @@ def load_pair(raw: dict[str, Any], *, size: int, recipe: Recipe | None, lq_seed:
     return {"key": key, "url": url, "round": raw["round"], "index": raw["index"], "lq": lq, "hq": hq}
 
 
+def train_lq_seed(raw: dict[str, Any], *, seed: int, rank: int, worker: int) -> int:
+    """On-the-fly LQ seed of a training sample: its place in the stream, so fresh each round."""
+    return facedeg.derive_seed(seed, "degrade", rank, worker, raw["round"], raw["index"])
+
+
+def val_lq_seed(raw: dict[str, Any], *, seed: int) -> int:
+    """On-the-fly LQ seed of a validation sample: its key, so the same throughout training."""
+    return facedeg.derive_seed(seed, "val", raw["__key__"])
+
+
 def no_usable_samples(skipped: int, *, shards: list[str], stride: int) -> DataError:
     note = f"; this loader keeps 1 in {stride} samples: fewer samples than ranks x workers?" if stride > 1 else ""
     return DataError(f"no usable samples in {len(shards)} shard(s) starting with {shards[0]} "
@@ -223,11 +233,11 @@ class PairStream(IterableDataset):
             cursor = self.cursors.get(worker, START)
             sources = shard_rounds(self.sources, mine, stride, offset, seed=seed, rank=rank, worker=worker,
                                    first_round=cursor[0])
-            lq_seed = lambda raw: facedeg.derive_seed(seed, "degrade", rank, worker, raw["round"], raw["index"])  # noqa: E731
+            lq_seed = partial(train_lq_seed, seed=seed, rank=rank, worker=worker)
         else:
             mine, stride, cursor = list(range(len(self.sources))), 1, START
             sources = ({"url": u, "round": 0, "keep": (1, 0)} for u in self.sources)
-            lq_seed = lambda raw: facedeg.derive_seed(seed, "val", raw["__key__"])  # noqa: E731
+            lq_seed = partial(val_lq_seed, seed=seed)
         no_samples = partial(no_usable_samples, shards=[self.sources[i] for i in mine], stride=stride)
         raws = read_files(sources) if self.folder else read_shards(sources, no_samples)
         if self.train and self.shuffle_buffer > 1:
