@@ -196,7 +196,7 @@ def replay_cmd(
     out: Annotated[Path, typer.Argument(help="A build's output folder (holding dataset.json).")],
     key: Annotated[str, typer.Argument(help="Sample key, e.g. 00000012 or 00000012_3.")],
 ) -> None:
-    """Re-apply a sample's recorded plan to its stored HQ and compare with the stored LQ bit for bit.
+    """Re-apply a sample's recorded plan to its stored HQ (or stored source) and compare with the stored LQ bit for bit.
 
     Exits with code 1 and names the first differing pixel if they differ.
 
@@ -208,7 +208,8 @@ def replay_cmd(
         typer.echo(f"{head}\nidentical: replayed LQ matches the stored LQ bit for bit")
         return
     if r.first is None:
-        typer.echo(f"{head}\nDIFFERENT: replayed LQ has another shape than the stored LQ")
+        img = r.image.upper()
+        typer.echo(f"{head}\nDIFFERENT: replayed {img} has another shape or content than the stored {img}")
     else:
         y, x, ch, a, b = r.first
         typer.echo(f"{head}\nDIFFERENT: {r.differing} values differ; first at y={y} x={x} channel={'RGB'[ch]}: "
