@@ -10,9 +10,11 @@ Per loader worker the stream is: shard cycle -> tar members -> decode (or degrad
 - The shard cycle is endless: a fresh permutation, seeded by (seed, epoch, rank, worker, round), each time
   the list is used up. Every sample is read once before any repeats, and no rank ever runs dry, so with
   `with_epoch(steps)` every rank yields exactly the same number of batches (no DDP hang).
-- Only the members of facedeg's shard table (`facedeg.build.shards.MEMBERS`: hq, lq, json) are read; everything else (pickles included)
+- Only the members of facedeg's shard table (`facedeg.build.shards.MEMBERS`: hq, lq, json, src) are read; everything else (pickles included)
   is never even loaded. Batches hold uint8 NHWC tensors; float conversion and the flip happen on the
   device in `to_device`.
+- An LQ smaller than its HQ (SR-shaped shards) is brought to the HQ size with bicubic (`match_pair`,
+  said once); a pair whose sizes no scale explains is skipped and counted like a corrupt sample.
 - A corrupt sample, or the rest of a broken shard, is skipped with a warning naming shard and key, and
   counted (`skipped` in each batch: the worker's running total).
 """
@@ -42,11 +44,38 @@ from facedeg.build.shards import LQ_MEMBER, MEMBER_SUFFIXES, MEMBERS, find_membe
 from facedeg.codec import decode
 from facedeg.crop import crop_and_resize
 from facedeg.imread import IMAGE_EXTENSIONS, read_image
+from facedeg.sizes import pair_scale, to_hq_size
 from hifacegan.errors import DataError, HiFaceGANError
 
 log = logging.getLogger("hifacegan.data")
 
 IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the same files facedeg build reads
+
+
+# ----------------------------------------------------------------------------- pair sizes
+
+_SAID: set[str] = set()
+
+
+def match_pair(hq: np.ndarray, lq: np.ndarray) -> np.ndarray:
+    """The LQ at its HQ's size, by the one rule for pairs of different sizes (``facedeg.sizes``).
+
+    An LQ smaller than its HQ with the same aspect (an SR-shaped build: ``keep_size: false``) is
+    brought up with bicubic, and the loader says so once per process; then both images go through
+    the same resize to the model size, so they stay aligned. Any other pair (an LQ larger than its
+    HQ, or of another aspect) is mismatched: ValueError, so the sample is skipped and counted.
+    """
+    if lq.shape[:2] == hq.shape[:2]:
+        return lq
+    if pair_scale(hq.shape, lq.shape) is None:
+        raise ValueError(f"mismatched pair: LQ {lq.shape[1]}x{lq.shape[0]} cannot be brought to its HQ "
+                         f"{hq.shape[1]}x{hq.shape[0]} (it must be no larger, with the same aspect)")
+    note = f"{lq.shape[1]}x{lq.shape[0]}->{hq.shape[1]}x{hq.shape[0]}"
+    if note not in _SAID:
+        _SAID.add(note)
+        log.warning("LQ %s is smaller than its HQ %s: brought to the HQ size with bicubic interpolation",
+                    f"{lq.shape[1]}x{lq.shape[0]}", f"{hq.shape[1]}x{hq.shape[0]}")
+    return to_hq_size(lq, hq.shape)
 
 
 # ----------------------------------------------------------------------------- locating data
@@ -264,7 +293,8 @@ class PairStream(IterableDataset):
             hq_name = find_member(raw, "hq")
             if hq_name is None:
                 raise ValueError(f"no {'/'.join(MEMBERS['hq'])} member")
-            hq = self._sized(decode(raw[hq_name], hq_name))
+            stored_hq = decode(raw[hq_name], hq_name)
+            hq = self._sized(stored_hq)
         if self.degrade:
             if self._recipe is None:
                 self._recipe = facedeg.load_recipe(self.degrade)
@@ -272,7 +302,8 @@ class PairStream(IterableDataset):
                 seed = facedeg.derive_seed(self.seed, self.epoch, self.rank, worker, self.decoded)
             else:
                 seed = facedeg.derive_seed(self.seed, "val", key)
-            lq = self._recipe.sample(seed, hq.shape[:2]).apply(hq)
+            hq, lq = self._recipe.sample(seed, hq.shape[:2]).apply_pair(hq)  # HQ-side steps change the target
+            lq = match_pair(hq, lq)
         else:
             if LQ_MEMBER not in raw:
                 if not self.train:  # val/eval data is a pair set by definition: stop, don't skip every sample
@@ -280,7 +311,7 @@ class PairStream(IterableDataset):
                                     "(from facedeg build); HQ-only data needs on-the-fly degradation "
                                     "(hifacegan train --degrade RECIPE)")
                 raise ValueError("no lq.png member (HQ-only data needs --degrade RECIPE)")
-            lq = self._sized(decode(raw[LQ_MEMBER], LQ_MEMBER))
+            lq = self._sized(match_pair(stored_hq, decode(raw[LQ_MEMBER], LQ_MEMBER)))
         return {"key": key, "url": url, "lq": lq, "hq": hq, "round": self.round}
 
     def _sized(self, img: np.ndarray) -> np.ndarray:
