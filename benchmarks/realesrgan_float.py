@@ -100,3 +100,36 @@ def degrade(hq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     out = _jpeg(rng, resize_sinc(out)) if rng.uniform() < 0.5 else resize_sinc(_jpeg(rng, out))
     lq = np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
     return np.clip(np.round(gt * 255), 0, 255).astype(np.uint8), lq
+
+
+def compare(faces: list[np.ndarray], n: int, warmup: int, timed, median) -> None:
+    """The ``realesrgan`` recipe (sample + apply, both images) against ``degrade`` above, per face, in one run."""
+    from facedeg import load_recipe
+    from facedeg.codec import psnr
+    from facedeg.sizes import to_hq_size
+
+    recipe = load_recipe("realesrgan")
+    size = faces[0].shape[0]
+    results: dict[str, tuple[list[float], list[float]]] = {"engine": ([], []), "float32": ([], [])}
+    runs = {
+        "engine": lambda i, img: recipe.sample(i, (size, size)).apply_pair(img),
+        "float32": lambda i, img: degrade(img, np.random.default_rng(i)),
+    }
+    for i in range(-warmup, n):
+        img = faces[i % len(faces)]
+        for name, run in runs.items():  # interleaved, so load on the machine hits both alike
+            box: list = []
+            ms = timed(lambda run=run, img=img, box=box, seed=max(i, 0): box.append(run(seed, img)))
+            if i >= 0:
+                hq, lq = box[0]
+                results[name][0].append(ms)
+                results[name][1].append(psnr(hq, to_hq_size(lq, hq.shape)) or float("inf"))
+    print(f"\n== realesrgan (x4, LQ {size // SCALE}px) per {size}x{size} face, {n} draws each: the recipe "
+          f"vs the same two-stage chain in float32 BasicSR style (benchmarks/realesrgan_float.py)")
+    for name, (ms, db) in results.items():
+        q = np.percentile(db, [10, 50, 90])
+        print(f"  {name:<8} {median(ms):7.2f} ms   LQ-vs-HQ PSNR (LQ bicubic to HQ size) "
+              f"p10 {q[0]:.2f}  median {q[1]:.2f}  p90 {q[2]:.2f} dB")
+    speed = median(results["float32"][0]) / median(results["engine"][0])
+    gap = float(np.median(results["engine"][1]) - np.median(results["float32"][1]))
+    print(f"  engine is {speed:.2f}x faster (target >= 3x); median PSNR differs by {gap:+.2f} dB (target within 0.5)")
