@@ -68,7 +68,7 @@ def _summary(report: BuildReport) -> str:
         )
     lines = [
         head,
-        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {m['seed']}, {m['size']}x{m['size']}, "
+        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {m['seed']}, {m['size']}x{m['size']}{_lq(m)}, "
         f"crop {b['crop']}, {_n(b['variants'], 'variant')} per image, "
         f"{total_bytes / max(report.pairs, 1) / 1e3:.0f} kB per pair",
     ]
@@ -169,7 +169,7 @@ def inspect_cmd(
         typer.echo(json.dumps(info, indent=1))
         return
     c = info["counts"]
-    typer.echo(f"{out}: recipe {info['recipe']} ({info['recipe_hash'][:12]}), {info['size']}x{info['size']}, "
+    typer.echo(f"{out}: recipe {info['recipe']} ({info['recipe_hash'][:12]}), {info['size']}x{info['size']}{_lq(info)}, "
                f"{info['samples']} pairs, {info['skipped']} inputs skipped")
     for split, v in c.items():
         typer.echo(f"  {split:<5} {v['pairs']:>7} pairs  {v['images']:>6} images  {v['shards']:>4} shards")
@@ -190,6 +190,12 @@ def inspect_cmd(
 
 def _num(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4g}"
+
+
+def _lq(info: dict) -> str:
+    """`` (LQ 128x128, 1/4)`` when the LQ is not the HQ's size, else nothing."""
+    h, w = info.get("lq_size") or (info["size"], info["size"])
+    return "" if (h, w) == (info["size"], info["size"]) else f" (LQ {w}x{h}, 1/{info.get('scale', 1):g})"
 
 
 def replay_cmd(

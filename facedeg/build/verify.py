@@ -183,6 +183,8 @@ def inspect(out: str | Path) -> dict:
         "recipe": manifest["recipe"]["name"],
         "recipe_hash": manifest["recipe"]["hash"],
         "size": manifest["size"],
+        "scale": manifest.get("scale", 1.0),
+        "lq_size": manifest.get("lq_size", [manifest["size"], manifest["size"]]),
         "counts": manifest["counts"],
         "samples": n,
         "skipped": len(manifest["skipped"]),
