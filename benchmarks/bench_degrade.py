@@ -4,6 +4,8 @@ Prints, in one run:
 
 * every op in the op table, with typical recipe arguments;
 * every shipped recipe;
+* the ``realesrgan`` recipe against the same two-stage chain in float32 BasicSR style
+  (``realesrgan_float.py``): median ms, LQ-vs-HQ PSNR distributions, the speed ratio (target >= 3x);
 * the ``mixed`` chain over the same sampled plans done four ways: the engine, (a) a straightforward
   float32 BasicSR/GFPGAN-style implementation, (b) albumentations transforms in one ``A.Compose``,
   and (c) the floor: the single best OpenCV call per op with nothing around it; then the ratios
@@ -31,6 +33,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network version che
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import realesrgan_float  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import facedeg  # noqa: E402
 from facedeg.ops import OPS  # noqa: E402
@@ -58,6 +61,16 @@ OP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("defocus_blur r2-6", "defocus_blur", {"radius": [2, 6]}),
     ("jpeg q15-50", "jpeg", {"quality": [15, 50]}),
     ("webp q15-50", "webp", {"quality": [15, 50]}),
+    ("kernel_blur Real-ESRGAN mix k7-21 σ0.2-3", "kernel_blur",
+     {"kinds": ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"],
+      "probs": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], "sigma": [0.2, 3]}),
+    ("sinc k7-21 ω π/3-π", "sinc", {"omega": [1.0472, 3.14159]}),
+    ("random_resize up/down/keep .2/.7/.1", "random_resize", {"probs": [0.2, 0.7, 0.1], "range": [0.15, 1.5]}),
+    ("color_shift ±20", "color_shift", {"shift": 20}),
+    ("color_jitter b/c/s/h (GFPGAN)", "color_jitter",
+     {"brightness": [0.5, 1.5], "contrast": [0.5, 1.5], "saturation": [0, 1.5], "hue": [-0.1, 0.1]}),
+    ("grayscale", "grayscale", {}),
+    ("usm_sharpen r51 w0.5 t10", "usm_sharpen", {}),
     ("albumentations RandomBrightnessContrast", "albumentations",
      {"transform": "RandomBrightnessContrast", "args": {"brightness_limit": 0.3}}),
 ]
@@ -451,6 +464,7 @@ def main() -> None:
     print(machine_line())
     bench_ops(faces, op_runs, warmup)
     bench_recipes(faces, recipe_plans, warmup)
+    realesrgan_float.compare(faces, recipe_plans, warmup, timed, median)
     bench_mixed(faces, mixed_plans, reps, warmup)
     print(f"\ntotal benchmark time {time.perf_counter() - t0:.0f} s")
 

@@ -68,7 +68,7 @@ def _summary(report: BuildReport) -> str:
         )
     lines = [
         head,
-        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {m['seed']}, {m['size']}x{m['size']}, "
+        f"recipe {m['recipe']['name']} ({m['recipe']['hash'][:12]}), seed {m['seed']}, {m['size']}x{m['size']}{_lq(m)}, "
         f"crop {b['crop']}, {_n(b['variants'], 'variant')} per image, "
         f"{total_bytes / max(report.pairs, 1) / 1e3:.0f} kB per pair",
     ]
@@ -169,7 +169,7 @@ def inspect_cmd(
         typer.echo(json.dumps(info, indent=1))
         return
     c = info["counts"]
-    typer.echo(f"{out}: recipe {info['recipe']} ({info['recipe_hash'][:12]}), {info['size']}x{info['size']}, "
+    typer.echo(f"{out}: recipe {info['recipe']} ({info['recipe_hash'][:12]}), {info['size']}x{info['size']}{_lq(info)}, "
                f"{info['samples']} pairs, {info['skipped']} inputs skipped")
     for split, v in c.items():
         typer.echo(f"  {split:<5} {v['pairs']:>7} pairs  {v['images']:>6} images  {v['shards']:>4} shards")
@@ -192,11 +192,17 @@ def _num(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 
+def _lq(info: dict) -> str:
+    """`` (LQ 128x128, 1/4)`` when the LQ is not the HQ's size, else nothing."""
+    h, w = info.get("lq_size") or (info["size"], info["size"])
+    return "" if (h, w) == (info["size"], info["size"]) else f" (LQ {w}x{h}, 1/{info.get('scale', 1):g})"
+
+
 def replay_cmd(
     out: Annotated[Path, typer.Argument(help="A build's output folder (holding dataset.json).")],
     key: Annotated[str, typer.Argument(help="Sample key, e.g. 00000012 or 00000012_3.")],
 ) -> None:
-    """Re-apply a sample's recorded plan to its stored HQ and compare with the stored LQ bit for bit.
+    """Re-apply a sample's recorded plan to its stored HQ (or stored source) and compare with the stored LQ bit for bit.
 
     Exits with code 1 and names the first differing pixel if they differ.
 
@@ -208,7 +214,8 @@ def replay_cmd(
         typer.echo(f"{head}\nidentical: replayed LQ matches the stored LQ bit for bit")
         return
     if r.first is None:
-        typer.echo(f"{head}\nDIFFERENT: replayed LQ has another shape than the stored LQ")
+        img = r.image.upper()
+        typer.echo(f"{head}\nDIFFERENT: replayed {img} has another shape or content than the stored {img}")
     else:
         y, x, ch, a, b = r.first
         typer.echo(f"{head}\nDIFFERENT: {r.differing} values differ; first at y={y} x={x} channel={'RGB'[ch]}: "

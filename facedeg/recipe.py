@@ -9,6 +9,10 @@ YAML form::
           - one_of: {weights: [2, 1], steps: [{motion_blur: {length: [10, 20]}}, {gaussian_blur: {sigma: [3, 8]}}]}
           - maybe: {p: 0.5, steps: [{gaussian_noise: {sigma: [20, 40]}}]}
           - some_of: {n: [1, 2], steps: [...]}
+          - grayscale: {side: both}  # side: lq (default), hq or both; size-changing ops act on the LQ only
+
+    keep_size: false             # optional: the LQ ends at 1/scale of the HQ size (default: HQ size)
+    scale: 4
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import numpy as np
 import yaml
 
 from facedeg.errors import RecipeError
-from facedeg.ops import OPS, OpSpec
+from facedeg.ops import LQ_ONLY, OPS, OpSpec
 from facedeg.ops.args import ArgError, is_number
-from facedeg.plan import Plan, Step
+from facedeg.plan import SIDES, Plan, Step
 from facedeg.seeds import rng_from
 
 CONTROL = ("sequence", "random_order", "one_of", "some_of", "maybe")
@@ -46,12 +50,14 @@ class _Invalid(Exception):
 @dataclass(frozen=True)
 class OpNode:
     spec: OpSpec
+    side: str = "lq"
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, int], out: list[Step]) -> None:
-        out.append(Step(self.spec.name, self.spec.sample(rng, shape)))
+        out.append(Step(self.spec.name, self.spec.sample(rng, shape), self.side))
 
     def to_dict(self) -> dict[str, Any]:
-        return {self.spec.name: self.spec.to_dict()}
+        args = self.spec.to_dict()
+        return {self.spec.name: args if self.side == "lq" else {"side": self.side, **args}}
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,16 @@ def parse_node(path: str, raw: Any) -> Node:
             raise _Invalid(f"{here}.p", f"expected a probability in [0, 1], got {body['p']!r}")
         return Maybe(float(body["p"]), _steps(f"{here}.steps", body["steps"]))
     if kind in OPS:
+        side = "lq"
+        if isinstance(body, dict) and "side" in body:  # which image(s) the op acts on; not an op argument
+            body = dict(body)
+            side = body.pop("side")
+            if side not in SIDES:
+                raise _Invalid(f"{here}.side", f"expected one of {', '.join(SIDES)}, got {side!r}")
+            if side != "lq" and kind in LQ_ONLY:
+                raise _Invalid(f"{here}.side", f"{kind} changes the image size, so it acts on the LQ only")
         try:
-            return OpNode(OPS[kind](body))
+            return OpNode(OPS[kind](body), side)
         except ArgError as e:
             raise _Invalid(f"{here}.{e.key}" if e.key else here, e.reason) from None
     raise _Invalid(here, f"unknown op or node (ops: {', '.join(OPS)}; nodes: {', '.join(CONTROL)})")
@@ -196,40 +210,69 @@ class Recipe:
     description: str
     root: Sequence
     source: str = "<recipe>"
+    scale: float = 1.0  # the LQ comes out at 1/scale of the HQ size (keep_size: false); 1: the HQ size
+
+    @property
+    def keep_size(self) -> bool:
+        return self.scale == 1
 
     def sample(self, seed: int, shape: tuple[int, int]) -> Plan:
         """Draw the plan for one image. Depends only on (recipe, seed, shape)."""
         steps: list[Step] = []
         self.root.draw(rng_from(seed), (int(shape[0]), int(shape[1])), steps)
-        return Plan(tuple(steps), int(seed))
+        return Plan(tuple(steps), int(seed), self.scale)
+
+    def _output(self) -> dict[str, Any]:
+        return {} if self.keep_size else {"keep_size": False, "scale": self.scale}
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (defaults filled in), as saved in dataset manifests."""
-        return {"name": self.name, "description": self.description,
+        return {"name": self.name, "description": self.description, **self._output(),
                 "steps": [n.to_dict() for n in self.root.steps]}
 
     @property
     def hash(self) -> str:
-        """sha256 of the canonical resolved steps (name and description do not count)."""
-        text = json.dumps([n.to_dict() for n in self.root.steps], sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical resolved steps and output size (name and description do not count)."""
+        content: Any = [n.to_dict() for n in self.root.steps]
+        if not self.keep_size:  # same-size recipes hash as they did before the LQ size could change
+            content = {"steps": content, **self._output()}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<recipe>", name: str | None = None) -> Recipe:
         """Validate a recipe mapping; errors name ``source``, the key path and the reason."""
         try:
-            body = _fields("recipe", data, {"name", "description", "steps"}, {"steps"})
+            body = _fields("recipe", data, {"name", "description", "steps", "keep_size", "scale"}, {"steps"})
             desc = body.get("description", "")
             for key, value in (("description", desc), ("name", body.get("name", ""))):
                 if not isinstance(value, str):
                     raise _Invalid(key, f"expected a string, got {value!r}")
+            scale = _output_scale(body)
             root = Sequence(_steps("steps", body["steps"]))
         except _Invalid as e:
             path = e.path.removeprefix("recipe.")
             raise RecipeError(f"{source}: {path}: {e.reason}") from None
         except RecursionError:  # e.g. a YAML alias that contains itself
             raise RecipeError(f"{source}: steps: nested too deeply (a step that contains itself?)") from None
-        return cls(str(body.get("name") or name or Path(source).stem), desc.strip(), root, source)
+        return cls(str(body.get("name") or name or Path(source).stem), desc.strip(), root, source, scale)
+
+
+def _output_scale(body: dict[str, Any]) -> float:
+    """The LQ scale from the recipe's ``keep_size`` (default true) and ``scale`` keys."""
+    keep = body.get("keep_size", True)
+    if not isinstance(keep, bool):
+        raise _Invalid("keep_size", f"expected true or false, got {keep!r}")
+    if keep:
+        if "scale" in body:
+            raise _Invalid("scale", "only with keep_size: false (the LQ at 1/scale of the HQ size)")
+        return 1.0
+    scale = body.get("scale")
+    if scale is None:
+        raise _Invalid("scale", "missing: keep_size: false needs the LQ's scale (e.g. 4 for a quarter of the HQ size)")
+    if not (is_number(scale) and 1 <= scale <= 64):
+        raise _Invalid("scale", f"expected a number in [1, 64] (the HQ is scale times the LQ), got {scale!r}")
+    return float(scale)
 
 
 def recipes_dir() -> Path:

@@ -23,6 +23,9 @@ function whose state travels in the samples (webdataset's pipeline style); `Pair
 - **Members.** Only the members in facedeg's shard-member table (`facedeg.build.shards.MEMBERS`) are
   read; anything else (pickles included) is never even loaded. Batches hold uint8 NHWC tensors; float
   conversion and the flip happen on the device in `to_device`.
+- **Pair sizes.** An LQ smaller than its HQ (SR-shaped shards) is brought to the HQ size with bicubic
+  (`match_pair`, said once); a pair whose sizes no scale explains is skipped and counted like a
+  corrupt sample.
 - **Errors.** A corrupt sample, or the rest of a broken shard, is skipped with a warning naming shard
   and key, and counted in stream order (`skipped` in each batch: the worker's running total). A whole
   round without one usable sample is a DataError.
@@ -31,6 +34,7 @@ function whose state travels in the samples (webdataset's pipeline style); `Pair
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +55,7 @@ from facedeg.codec import decode
 from facedeg.crop import crop_and_resize
 from facedeg.imread import IMAGE_EXTENSIONS, read_image
 from facedeg.recipe import Recipe
+from facedeg.sizes import pair_scale, to_hq_size
 from hifacegan.errors import DataError
 from hifacegan.stages import (
     START,
@@ -65,6 +70,8 @@ from hifacegan.stages import (
     shuffle_rounds,
     skip_to,
 )
+
+log = logging.getLogger("hifacegan.data")
 
 IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the same files facedeg build reads
 
@@ -135,6 +142,30 @@ def list_images(folder: str | Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- one sample
 
+_SAID: set[str] = set()
+
+
+def match_pair(hq: np.ndarray, lq: np.ndarray) -> np.ndarray:
+    """The LQ at its HQ's size, by the one rule for pairs of different sizes (``facedeg.sizes``).
+
+    An LQ smaller than its HQ with the same aspect (an SR-shaped build: ``keep_size: false``) is
+    brought up with bicubic, and the loader says so once per process; then both images go through
+    the same resize to the model size, so they stay aligned. Any other pair (an LQ larger than its
+    HQ, or of another aspect) is mismatched: ValueError, so the sample is skipped and counted.
+    """
+    if lq.shape[:2] == hq.shape[:2]:
+        return lq
+    if pair_scale(hq.shape, lq.shape) is None:
+        raise ValueError(f"mismatched pair: LQ {lq.shape[1]}x{lq.shape[0]} cannot be brought to its HQ "
+                         f"{hq.shape[1]}x{hq.shape[0]} (it must be no larger, with the same aspect)")
+    note = f"{lq.shape[1]}x{lq.shape[0]}->{hq.shape[1]}x{hq.shape[0]}"
+    if note not in _SAID:
+        _SAID.add(note)
+        log.warning("LQ %s is smaller than its HQ %s: brought to the HQ size with bicubic interpolation",
+                    f"{lq.shape[1]}x{lq.shape[0]}", f"{hq.shape[1]}x{hq.shape[0]}")
+    return to_hq_size(lq, hq.shape)
+
+
 
 def fit(img: np.ndarray, size: int) -> np.ndarray:
     """An image at the model size: center crop and resize when it is not size x size already
@@ -156,11 +187,13 @@ def load_pair(raw: dict[str, Any], *, size: int, recipe: Recipe | None, lq_seed:
         name = find_member(raw, "hq")
         if name is None:
             raise ValueError(f"no {'/'.join(MEMBERS['hq'])} member")
-        hq = fit(decode(raw[name], name), size)
+        stored_hq = decode(raw[name], name)
+        hq = fit(stored_hq, size)
     if recipe is not None:
-        lq = recipe.sample(lq_seed(raw), hq.shape[:2]).apply(hq)
+        hq, lq = recipe.sample(lq_seed(raw), hq.shape[:2]).apply_pair(hq)  # HQ-side steps change the target
+        lq = match_pair(hq, lq)
     elif LQ_MEMBER in raw:
-        lq = fit(decode(raw[LQ_MEMBER], LQ_MEMBER), size)
+        lq = fit(match_pair(stored_hq, decode(raw[LQ_MEMBER], LQ_MEMBER)), size)
     elif paired:  # val/eval data is a pair set by definition: stop, don't skip every sample
         raise DataError(f"{url}: sample {key} has no {LQ_MEMBER}: validation and eval need paired shards "
                         "(from facedeg build); HQ-only data needs on-the-fly degradation "

@@ -64,8 +64,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_shards(out: str | Path, n_train: int = 8, n_val: int = 4, *, size: int = 64, per_shard: int = 2,
-                 hq_only: bool = False, corrupt: tuple[str, ...] = (), pickles: bool = False) -> Path:
+                 hq_only: bool = False, corrupt: tuple[str, ...] = (), pickles: bool = False,
+                 lq_shapes: dict[str, tuple[int, int]] | None = None) -> Path:
     """OUT/{split}-{i:06d}.tar + OUT/dataset.json. `corrupt`: keys whose lq.png is garbage bytes;
+    `lq_shapes`: keys whose LQ is area-resized to (height, width);
     `pickles`: add a `{key}.pyd` member whose unpickling would create `OUT/PWNED`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,11 @@ def write_shards(out: str | Path, n_train: int = 8, n_val: int = 4, *, size: int
                     hq = faces[index]
                     _add(tar, f"{key}.hq.png", png(hq))
                     if not hq_only:
-                        lq = b"not a png" if key in corrupt else png(degrade(hq, index))
+                        lq_img = degrade(hq, index)
+                        if lq_shapes and key in lq_shapes:
+                            h, w = lq_shapes[key]
+                            lq_img = cv2.resize(lq_img, (w, h), interpolation=cv2.INTER_AREA)
+                        lq = b"not a png" if key in corrupt else png(lq_img)
                         _add(tar, f"{key}.lq.png", lq)
                     meta = {"key": key, "seed": index, "plan": {"seed": index, "steps": []}}
                     _add(tar, f"{key}.json", json.dumps(meta).encode())

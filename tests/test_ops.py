@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from facedeg.ops import OPS
 from facedeg.ops.blur import defocus_blur, gaussian_blur, motion_blur
 from facedeg.ops.compress import jpeg, webp
+from facedeg.ops.kernels import KERNEL_KINDS
 from facedeg.ops.noise import gaussian_noise, laplace_noise, poisson_noise
 from facedeg.ops.resample import downsample, mosaic
 from facedeg.plan import Plan, Step
@@ -29,7 +30,24 @@ OP_TABLE: dict[str, dict] = {
     "jpeg": {"quality": [10, 90]},
     "webp": {"quality": [10, 90]},
     "albumentations": {"transform": "RandomBrightnessContrast", "args": {"brightness_limit": 0.3}},
+    "kernel_blur": {"kinds": list(KERNEL_KINDS), "probs": [0.2, 0.2, 0.15, 0.15, 0.15, 0.15], "sigma": [0.3, 3],
+                    "size": [3, 21]},
+    "sinc": {"size": [7, 21], "omega": [0.6, 3.14159]},
+    "random_resize": {"probs": [0.3, 0.4, 0.3], "range": [0.3, 1.5]},
+    "color_shift": {"shift": 20},
+    "color_jitter": {"brightness": [0.5, 1.5], "contrast": [0.5, 1.5], "saturation": [0, 1.5], "hue": [-0.1, 0.1]},
+    "grayscale": {},
+    "usm_sharpen": {"weight": [0.3, 1.0]},
 }
+
+
+def _expected_shape(name: str, params: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape of a one-step plan: ops keep the size, except resize and random_resize."""
+    if name == "resize":
+        return (*params["size"], 3)
+    if name == "random_resize":
+        return (max(1, int(shape[0] * params["scale"])), max(1, int(shape[1] * params["scale"])), 3)
+    return shape
 
 
 def test_table_covers_every_op() -> None:
@@ -47,8 +65,7 @@ def test_contract(name: str, small_face: np.ndarray) -> None:
     before = small_face.copy()
     out = plan.apply(small_face)
     assert out.dtype == np.uint8 and out.flags.c_contiguous
-    expected = (40, 56, 3) if name == "resize" else small_face.shape
-    assert out.shape == expected
+    assert out.shape == _expected_shape(name, plan.steps[0].params, small_face.shape)
     assert np.array_equal(small_face, before), "ops must not modify their input"
     # Same plan => same bytes; JSON round trip replays bit for bit.
     assert np.array_equal(out, plan.apply(small_face))
@@ -61,7 +78,7 @@ def test_contract(name: str, small_face: np.ndarray) -> None:
 @pytest.mark.parametrize("name", sorted(OP_TABLE))
 def test_different_seeds_differ(name: str, small_face: np.ndarray) -> None:
     outs = {_plan(name, s, small_face.shape[:2]).apply(small_face).tobytes() for s in range(6)}
-    if name != "resize":  # resize has nothing random: a fixed size and interpolation
+    if name not in ("resize", "grayscale"):  # nothing random: a fixed size and interpolation; gray
         assert len(outs) > 1
 
 
@@ -74,7 +91,7 @@ def test_odd_sizes(name: str, h: int, w: int, seed: int, fill: int) -> None:
     plan = _plan(name, seed, (h, w))
     out = plan.apply(image)
     assert out.dtype == np.uint8
-    assert out.shape == ((40, 56, 3) if name == "resize" else (h, w, 3))
+    assert out.shape == _expected_shape(name, plan.steps[0].params, (h, w, 3))
     assert out.flags.c_contiguous  # regression: mosaic returned a strided view when w % block != 0
     assert np.array_equal(out, plan.apply(image))
 

@@ -13,8 +13,10 @@ import facedeg
 from facedeg.errors import RecipeError
 from facedeg.plan import Plan
 from facedeg.recipe import Recipe, load_recipe, shipped_recipes
+from facedeg.sizes import lq_size
 
-SHIPPED = ["blur", "codeformer", "downsample", "gfpgan", "jpeg", "mixed", "mosaic", "noise"]
+SHIPPED = ["blur", "codeformer", "downsample", "gfpgan", "jpeg", "mixed", "mosaic", "noise", "realesrgan",
+           "realesrgan-same-size"]
 
 
 def test_shipped_recipes_present_and_documented() -> None:
@@ -29,7 +31,7 @@ def test_shipped_recipe_replays_bit_exact(name: str, small_face: np.ndarray) -> 
     recipe = load_recipe(name)
     for seed in range(4):
         lq, plan = facedeg.degrade(small_face, recipe, seed)
-        assert lq.shape == small_face.shape and lq.dtype == np.uint8
+        assert lq.shape == (*lq_size(small_face.shape, recipe.scale), 3) and lq.dtype == np.uint8
         stored = json.loads(json.dumps(plan.to_json()))
         assert np.array_equal(Plan.from_json(stored).apply(small_face), lq)
         assert recipe.sample(seed, small_face.shape[:2]) == plan

@@ -51,6 +51,7 @@ from facedeg.files import tmp_target
 from facedeg.imread import DEFAULT_MAX_PIXELS
 from facedeg.recipe import load_recipe
 from facedeg.seeds import derive_seed
+from facedeg.sizes import lq_size
 
 DEMO_PAIRS = 64  # with the bundled samples and no --variants, draw enough variants for this many pairs
 LOCK_FILE = ".facedeg-build.lock"  # in OUT; see _build_lock
@@ -375,6 +376,9 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
                 )
             results.append(r)
         manifest = _manifest(identity, recipe.to_dict(), results, inputs)
+        # the LQ size rule (facedeg/sizes.py): scale 1 = the HQ size; 4 = a quarter of it, floored
+        manifest["scale"] = recipe.scale
+        manifest["lq_size"] = list(lq_size((config.size, config.size), recipe.scale))
         if sum(c["pairs"] for c in manifest["counts"].values()) == 0:
             first = manifest["skipped"][0] if manifest["skipped"] else {"source": "?", "reason": "?"}
             raise BuildError(

@@ -40,10 +40,16 @@ MEMBERS: dict[str, tuple[str, ...]] = {
     "hq": ("hq.png", "hq.jpg", "hq.webp"),
     "lq": ("lq.png",),
     "json": ("json",),
+    # optional: the image the plan started from, stored only when the HQ alone cannot rebuild the LQ
+    # (a step touched the HQ after the LQ's chain began: Plan.replays_from_hq); replay starts there
+    "src": ("src.png",),
 }
+#: Roles every sample has.
+REQUIRED = ("hq", "lq", "json")
 HQ_EXTENSIONS = MEMBERS["hq"]
 LQ_MEMBER = MEMBERS["lq"][0]
 JSON_MEMBER = MEMBERS["json"][0]
+SRC_MEMBER = MEMBERS["src"][0]
 #: Every suffix a reader keeps; anything else in a shard (a pickle, say) is never read.
 MEMBER_SUFFIXES = frozenset(s for suffixes in MEMBERS.values() for s in suffixes)
 

@@ -18,7 +18,7 @@ import cv2
 import facedeg
 from facedeg.build.heap import keep_heap
 from facedeg.build.inputs import Source
-from facedeg.build.shards import JSON_MEMBER, LQ_MEMBER, ShardWriter, write_json_atomic
+from facedeg.build.shards import JSON_MEMBER, LQ_MEMBER, SRC_MEMBER, ShardWriter, write_json_atomic
 from facedeg.codec import decode, encode, encode_png, psnr
 from facedeg.crop import crop_and_resize
 from facedeg.errors import BuildError, ImageError
@@ -26,6 +26,7 @@ from facedeg.files import atomic_file
 from facedeg.imread import decode_image_ex
 from facedeg.recipe import Recipe
 from facedeg.seeds import derive_seed
+from facedeg.sizes import to_hq_size
 
 STATE_DIR = ".facedeg-build"
 STAGES = ("read", "degrade", "encode_hq", "encode_lq", "write")
@@ -206,7 +207,21 @@ def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe,
     t0 = time.perf_counter()
     seed = derive_seed(job.seed, pair.key)
     plan = recipe.sample(seed, (job.size, job.size))
-    lq = plan.apply(hq["rgb"])
+    members: dict[str, bytes] = {}
+    hq_rgb, hq_bytes, passthrough = hq["rgb"], hq["bytes"], hq["passthrough"]
+    if not plan.touches_hq:
+        lq = plan.apply(hq_rgb)
+    else:  # the stored HQ is the HQ after its steps: the target the model should produce
+        hq_rgb, lq = plan.apply_pair(hq["rgb"])
+        t_enc = time.perf_counter()
+        hq_bytes, passthrough = encode(hq_rgb, job.hq_format, job.png_level), False
+        if job.hq_format != "png":  # lossy HQ: continue from what readers decode, so replay holds
+            hq_rgb = decode(hq_bytes, src.rel)
+            if plan.replays_from_hq:
+                lq = plan.lq_from_hq(hq_rgb)
+        if not plan.replays_from_hq:
+            members[SRC_MEMBER] = encode_png(hq["rgb"], job.png_level)
+        stats["encode_hq"] += time.perf_counter() - t_enc
     t1 = time.perf_counter()
     lq_bytes = encode_png(lq, job.png_level)
     stats["degrade"] += t1 - t0
@@ -219,14 +234,15 @@ def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe,
         "plan": plan.to_json(),
         "summary": plan.summary(),
         "branch": plan.branch(),
-        "psnr": psnr(hq["rgb"], lq),
+        "psnr": psnr(hq_rgb, to_hq_size(lq, hq_rgb.shape)),  # a smaller LQ: bicubic up first
         "source": src.rel,
         "source_sha256": hq["sha256"],
         "source_size": hq["source_size"],
         "crop": hq["crop"],
         "size": job.size,
-        "hq": {"format": job.hq_format, "passthrough": hq["passthrough"]},
+        "lq_size": [int(lq.shape[0]), int(lq.shape[1])],
+        "hq": {"format": job.hq_format, "passthrough": passthrough},
         "recipe_hash": job.recipe_hash,
     }
     text = json.dumps(meta, sort_keys=True, ensure_ascii=True, allow_nan=False)
-    return {f"hq.{job.hq_format}": hq["bytes"], LQ_MEMBER: lq_bytes, JSON_MEMBER: text.encode("utf-8")}
+    return {f"hq.{job.hq_format}": hq_bytes, LQ_MEMBER: lq_bytes, JSON_MEMBER: text.encode("utf-8"), **members}

@@ -20,6 +20,7 @@ from facedeg.build.shards import (
     JSON_MEMBER,
     MANIFEST,
     MEMBERS,
+    REQUIRED,
     SPLITS,
     decode_member,
     find_member,
@@ -51,6 +52,7 @@ def verify(out: str | Path, decode_images: bool = True, on_shard: Callable[[str]
     manifest = read_manifest(out)
     report = VerifyReport()
     size = manifest.get("size")
+    lq = tuple(manifest.get("lq_size") or (size, size))  # builds before the LQ size could change: the HQ's
     listed = {s["name"] for s in manifest["shards"]}
     for extra in sorted(p.name for p in out.iterdir() if is_shard_name(p.name) and p.name not in listed):
         report.problems.append(f"{extra}: shard file not listed in {MANIFEST}")
@@ -68,7 +70,7 @@ def verify(out: str | Path, decode_images: bool = True, on_shard: Callable[[str]
             report.problems.append(f"{name}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}")
         if sha256_file(path) != entry["sha256"]:
             report.problems.append(f"{name}: sha256 mismatch (file changed since the build)")
-        n = _check_samples(path, entry, size, decode_images, report.problems)
+        n = _check_samples(path, entry, (size, lq) if size else None, decode_images, report.problems)
         report.samples += n
         pairs[entry["split"]] += n
     for split in SPLITS:
@@ -78,7 +80,9 @@ def verify(out: str | Path, decode_images: bool = True, on_shard: Callable[[str]
     return report
 
 
-def _check_samples(path: Path, entry: dict, size: int | None, decode_images: bool, problems: list[str]) -> int:
+def _check_samples(path: Path, entry: dict, sizes: tuple[int, tuple] | None, decode_images: bool,
+                   problems: list[str]) -> int:
+    """``sizes``: (HQ side, LQ (height, width)) as the manifest states them; None skips the size check."""
     name, count, seen = entry["name"], 0, set()
     try:
         for key, members in iter_tar_samples(path):
@@ -88,7 +92,7 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
                 problems.append(f"{where}: key appears twice (members not grouped)")
             seen.add(key)
             found = {role: find_member(members, role) for role in MEMBERS}
-            lacking = ["/".join(MEMBERS[role]) for role, suffix in found.items() if suffix is None]
+            lacking = ["/".join(MEMBERS[role]) for role in REQUIRED if found[role] is None]
             if lacking:
                 problems.append(f"{where}: no {', '.join(lacking)} member")
                 continue
@@ -102,14 +106,19 @@ def _check_samples(path: Path, entry: dict, size: int | None, decode_images: boo
             except (ValueError, KeyError, TypeError, FacedegError) as e:
                 problems.append(f"{where}: bad json ({e})")
             if decode_images:
-                for suffix in (found["hq"], found["lq"]):
+                for role in ("hq", "lq", "src"):
+                    suffix = found[role]
+                    if suffix is None:
+                        continue
                     try:
                         img = decode(members[suffix], f"{key}.{suffix}")
                     except ImageError:
                         problems.append(f"{where}: {suffix} does not decode")
                         continue
-                    if size and img.shape[:2] != (size, size):
-                        problems.append(f"{where}: {suffix} is {img.shape[1]}x{img.shape[0]}, expected {size}x{size}")
+                    want = sizes and (sizes[1] if role == "lq" else (sizes[0], sizes[0]))
+                    if want and img.shape[:2] != tuple(want):
+                        problems.append(f"{where}: {suffix} is {img.shape[1]}x{img.shape[0]}, "
+                                        f"expected {want[1]}x{want[0]}")
     except Exception as e:  # tarfile.ReadError, truncated stream, ...
         problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
     if count != entry["samples"]:
@@ -174,6 +183,8 @@ def inspect(out: str | Path) -> dict:
         "recipe": manifest["recipe"]["name"],
         "recipe_hash": manifest["recipe"]["hash"],
         "size": manifest["size"],
+        "scale": manifest.get("scale", 1.0),
+        "lq_size": manifest.get("lq_size", [manifest["size"], manifest["size"]]),
         "counts": manifest["counts"],
         "samples": n,
         "skipped": len(manifest["skipped"]),
@@ -191,10 +202,13 @@ class ReplayResult:
     identical: bool
     differing: int = 0  # number of differing values (pixels x channels)
     first: tuple[int, int, int, int, int] | None = None  # (y, x, channel, stored, replayed)
+    image: str = "lq"  # the image that differs: the LQ, or (replayed from the stored source) the HQ
 
 
 def replay(out: str | Path, key: str) -> ReplayResult:
-    """Re-apply the stored plan of ``key`` to its stored HQ and compare with the stored LQ."""
+    """Re-apply the stored plan of ``key`` and compare with the stored LQ: from the stored HQ (steps that
+    acted on both sides before the LQ's chain are already in it), or from the stored source image when
+    the sample has one, which also rebuilds the HQ (compared too when stored losslessly)."""
     out = Path(out)
     manifest = read_manifest(out)
     for entry in manifest["shards"]:
@@ -208,9 +222,16 @@ def replay(out: str | Path, key: str) -> ReplayResult:
             if find_member(members, "json") is None:
                 raise FacedegError(f"{entry['name']}: sample {key} lacks its {JSON_MEMBER} member")
             plan = Plan.from_json(json.loads(members[JSON_MEMBER])["plan"])
-        hq = decode_member(members, "hq", f"{entry['name']}: {key}")
-        stored = decode_member(members, "lq", f"{entry['name']}: {key}")
-        replayed = plan.apply(hq)
+        where = f"{entry['name']}: {key}"
+        hq = decode_member(members, "hq", where)
+        stored = decode_member(members, "lq", where)
+        if find_member(members, "src") is not None:  # rebuild both images from the source
+            replayed_hq, replayed = plan.apply_pair(decode_member(members, "src", where))
+            lossless = find_member(members, "hq") == MEMBERS["hq"][0]
+            if lossless and not np.array_equal(replayed_hq, hq):
+                return ReplayResult(key, entry["name"], plan.summary(), False, int(hq.size), None, "hq")
+        else:
+            replayed = plan.lq_from_hq(hq)
         if replayed.shape != stored.shape:
             return ReplayResult(key, entry["name"], plan.summary(), False, int(stored.size), None)
         diff = replayed != stored

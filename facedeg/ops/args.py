@@ -140,7 +140,50 @@ class Size:
         return [int(value[0]), int(value[1])]
 
 
-Arg = Range | Number | Choice | Flag | Size
+@dataclass(frozen=True)
+class Probs:
+    """Probabilities of the named outcomes, in order (any number of them when ``names`` is empty):
+    non-negative numbers that sum to 1."""
+
+    names: tuple[str, ...]
+    default: tuple[float, ...] | None = None
+    optional: bool = False
+
+    def parse(self, key: str, value: Any) -> list[float]:
+        what = f"{len(self.names)} probabilities for {', '.join(self.names)}" if self.names else "a list of probabilities"
+        want = f"expected {what} (non-negative, summing to 1)"
+        if not (isinstance(value, (list, tuple)) and value and (len(value) == len(self.names) or not self.names)
+                and all(is_number(v) and v >= 0 for v in value)):
+            raise ArgError(key, f"{want}, got {_fmt(value)}")
+        if abs(sum(value) - 1) > 1e-6:
+            raise ArgError(key, f"{want}, got {_fmt(list(value))} (sum {sum(value):g})")
+        return [float(v) for v in value]
+
+    def draw(self, rng: np.random.Generator, probs: list[float]) -> int:
+        """The index of the outcome drawn."""
+        return int(rng.choice(len(probs), p=np.asarray(probs) / sum(probs)))
+
+
+@dataclass(frozen=True)
+class OddRange:
+    """A ``[min, max]`` pair of odd integers (or one odd integer) within ``[lo, hi]``: a kernel size."""
+
+    lo: int
+    hi: int
+    default: tuple[int, int] | None = None
+
+    def parse(self, key: str, value: Any) -> list[int]:
+        bounds = Range(self.lo, self.hi, integer=True).parse(key, value)
+        if bounds[0] % 2 == 0 or bounds[1] % 2 == 0:
+            raise ArgError(key, f"expected odd kernel sizes in [{self.lo}, {self.hi}], got {_fmt(value)}")
+        return bounds
+
+    def draw(self, rng: np.random.Generator, bounds: list[int]) -> int:
+        """An odd size, uniform over the odd integers in ``bounds``."""
+        return int(bounds[0] + 2 * rng.integers(0, (bounds[1] - bounds[0]) // 2 + 1))
+
+
+Arg = Range | Number | Choice | Flag | Size | Probs | OddRange
 
 
 def parse_args(schema: dict[str, Arg], raw: Any) -> dict[str, Any]:
