@@ -59,9 +59,9 @@ def test_plan_depends_only_on_seed() -> None:
 def test_hash_is_stable_and_content_based(tmp_path: Path) -> None:
     r = load_recipe("jpeg")
     copy = tmp_path / "renamed.yaml"
-    copy.write_text("# other comment\ndescription: another text\nsteps:\n  - jpeg: {quality: [15, 50]}\n")
+    copy.write_text("# other comment\ndescription: another text\nsteps:\n  - jpeg: {compression: [50, 85]}\n")
     assert load_recipe(copy).hash == r.hash
-    copy.write_text("description: x\nsteps:\n  - jpeg: {quality: [15, 51]}\n")
+    copy.write_text("description: x\nsteps:\n  - jpeg: {compression: [50, 86]}\n")
     assert load_recipe(copy).hash != r.hash
     assert Recipe.from_dict(r.to_dict()).hash == r.hash
 
