@@ -37,7 +37,8 @@ import realesrgan_float  # noqa: E402  (benchmarks/ is on sys.path when run as a
 
 import facedeg  # noqa: E402
 from facedeg.ops import OPS  # noqa: E402
-from facedeg.ops.blur import motion_kernel  # noqa: E402
+from facedeg.ops.base import INTERPOLATIONS  # noqa: E402
+from facedeg.ops.blur import imgaug_motion_kernel, motion_kernel  # noqa: E402
 from facedeg.plan import Plan, Step  # noqa: E402
 from facedeg.samples import sample_paths  # noqa: E402
 
@@ -49,6 +50,8 @@ TARGETS = {"a": 3.0, "b": 1.5, "c": 1.3}  # engine >= 3x (a), >= 1.5x (b), withi
 # Rows are (label, op name, recipe args); an op may have more than one row.
 OP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("downsample 4-8x area/cubic", "downsample", {"scale": [4, 8]}),
+    ("downsample 4-8x fraction cubic/cubic", "downsample", {"scale": [4, 8], "draw": "fraction", "down": "cubic",
+                                                           "up": "cubic"}),
     ("resize ->128 area", "resize", {"size": [128, 128], "interpolation": "area"}),
     ("mosaic 16", "mosaic", {"block": 16}),
     ("gaussian_noise σ20-40", "gaussian_noise", {"sigma": [20, 40]}),
@@ -56,10 +59,13 @@ OP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("poisson_noise λ15-30", "poisson_noise", {"lam": [15, 30]}),
     ("poisson_noise shot ×0.5-2", "poisson_noise", {"scale": [0.5, 2]}),
     ("gaussian_blur σ3-8", "gaussian_blur", {"sigma": [3, 8], "max_kernel": 49}),
+    ("gaussian_blur σ3-8 imgaug kernel size", "gaussian_blur", {"sigma": [3, 8], "truncate": "imgaug", "max_kernel": 49}),
     ("gaussian_blur aniso σ0.1-10", "gaussian_blur", {"sigma": [0.1, 10], "anisotropic_prob": 1.0}),
     ("motion_blur 10-20px", "motion_blur", {"length": [10, 20]}),
+    ("motion_blur 10-20px imgaug kernel", "motion_blur", {"length": [10, 20], "kernel": "imgaug"}),
     ("defocus_blur r2-6", "defocus_blur", {"radius": [2, 6]}),
     ("jpeg q15-50", "jpeg", {"quality": [15, 50]}),
+    ("jpeg imgaug compression 50-85", "jpeg", {"compression": [50, 85]}),
     ("webp q15-50", "webp", {"quality": [15, 50]}),
     ("kernel_blur Real-ESRGAN mix k7-21 σ0.2-3", "kernel_blur",
      {"kinds": ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"],
@@ -165,14 +171,22 @@ def _gaussian_kernel_2d(ksize: int, sigma: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def step_motion_kernel(p: dict[str, Any]) -> np.ndarray:
+    """The normalised kernel of a motion_blur step (either kernel style)."""
+    if p.get("kernel") == "imgaug":
+        k = imgaug_motion_kernel(p["length"], p["angle"], p["direction"])
+    else:
+        k = motion_kernel(p["length"], p["angle"])
+    return k / k.sum()
+
+
 def float_step(img: np.ndarray, step: Step) -> np.ndarray:
     """One step on a float32 [0, 1] RGB image, the way BasicSR's degradation helpers do it."""
     p = step.params
     if step.op == "gaussian_blur":
         return cv2.filter2D(img, -1, _gaussian_kernel_2d(p["ksize"], p["sigma_x"]), borderType=BORDER)
     if step.op == "motion_blur":
-        k = motion_kernel(p["length"], p["angle"])
-        return cv2.filter2D(img, -1, k / k.sum(), borderType=BORDER)
+        return cv2.filter2D(img, -1, step_motion_kernel(p), borderType=BORDER)
     if step.op in ("gaussian_noise", "laplace_noise", "poisson_noise"):
         rng = np.random.default_rng(p["seed"])
         if step.op == "gaussian_noise":
@@ -189,8 +203,8 @@ def float_step(img: np.ndarray, step: Step) -> np.ndarray:
         return np.float32(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)) / 255
     if step.op == "downsample":
         h, w = img.shape[:2]
-        small = cv2.resize(img, _small(w, h, p["scale"]), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        small = cv2.resize(img, _small(w, h, p["scale"]), interpolation=INTERPOLATIONS[p["down"]])
+        return cv2.resize(small, (w, h), interpolation=INTERPOLATIONS[p["up"]])
     raise ValueError(f"float baseline has no {step.op}")
 
 
@@ -212,7 +226,7 @@ def albu_mixed(seed: int = 0) -> A.Compose:
     """The mixed recipe's distribution as one albumentations Compose (random order, one-of branches)."""
     blur = A.OneOf([
         # kernel size = length | 1 as in the engine: lengths 10-20 -> odd sizes 11-21, centred line
-        A.MotionBlur(blur_limit=(11, 21), allow_shifted=False, angle_range=(0, 360), direction_range=(0, 0),
+        A.MotionBlur(blur_limit=(11, 21), allow_shifted=False, angle_range=(0, 360), direction_range=(-1, 1),
                      p=1.0, strict=True),
         A.GaussianBlur(blur_limit=0, sigma_limit=(3, 8), p=1.0, strict=True),
     ], p=1.0)
@@ -225,9 +239,9 @@ def albu_mixed(seed: int = 0) -> A.Compose:
         # scale 0.03-0.06 gives roughly the same deviation on mid-tones as lam 15-30
         A.ShotNoise(scale_range=(0.03, 0.06), p=1.0, strict=True),
     ], p=1.0)
-    jpeg = A.ImageCompression(compression_type="jpeg", quality_range=(15, 50), p=1.0, strict=True)
+    jpeg = A.ImageCompression(compression_type="jpeg", quality_range=(17, 51), p=1.0, strict=True)
     down = A.Downscale(scale_range=(1 / 8, 1 / 4),
-                       interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_CUBIC},
+                       interpolation_pair={"downscale": cv2.INTER_CUBIC, "upscale": cv2.INTER_CUBIC},
                        p=1.0, strict=True)
     return A.Compose([A.RandomOrder([blur, noise, jpeg, down], n=4, p=1.0)], strict=True, seed=seed)
 
@@ -239,8 +253,9 @@ def albu_pinned(plan: Plan) -> A.Compose:
         p = step.params
         if step.op == "motion_blur":
             k = p["length"] | 1
+            d = p.get("direction", 0.0)
             ts.append(A.MotionBlur(blur_limit=(k, k), allow_shifted=False, angle_range=(p["angle"], p["angle"]),
-                                   direction_range=(0, 0), p=1.0, strict=True))
+                                   direction_range=(d, d), p=1.0, strict=True))
         elif step.op == "gaussian_blur":
             ts.append(A.GaussianBlur(blur_limit=(p["ksize"], p["ksize"]), sigma_limit=(p["sigma_x"], p["sigma_x"]),
                                      p=1.0, strict=True))
@@ -261,7 +276,8 @@ def albu_pinned(plan: Plan) -> A.Compose:
         elif step.op == "downsample":
             s = 1 / p["scale"]
             ts.append(A.Downscale(scale_range=(s, s),
-                                  interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_CUBIC},
+                                  interpolation_pair={"downscale": INTERPOLATIONS[p["down"]],
+                                                      "upscale": INTERPOLATIONS[p["up"]]},
                                   p=1.0, strict=True))
     return A.Compose(ts, strict=True, seed=plan.seed)
 
@@ -277,8 +293,7 @@ def floor_prepare(plan: Plan) -> list[tuple[str, Any]]:
         if step.op == "gaussian_blur":
             prepared.append(("sep", cv2.getGaussianKernel(p["ksize"], p["sigma_x"])))
         elif step.op == "motion_blur":
-            k = motion_kernel(p["length"], p["angle"])
-            prepared.append(("filter", k / k.sum()))
+            prepared.append(("filter", step_motion_kernel(p)))
         elif step.op == "gaussian_noise":
             prepared.append(("noise", p["sigma"]))
         elif step.op == "laplace_noise":
@@ -288,7 +303,7 @@ def floor_prepare(plan: Plan) -> list[tuple[str, Any]]:
         elif step.op == "jpeg":
             prepared.append(("jpeg", [cv2.IMWRITE_JPEG_QUALITY, p["quality"]]))
         elif step.op == "downsample":
-            prepared.append(("down", _small(SIZE, SIZE, p["scale"])))
+            prepared.append(("down", (_small(SIZE, SIZE, p["scale"]), INTERPOLATIONS[p["down"]], INTERPOLATIONS[p["up"]])))
     return prepared
 
 
@@ -302,8 +317,9 @@ def floor_step(img: np.ndarray, kind: str, arg: Any, buf: np.ndarray) -> np.ndar
         return cv2.add(img, buf, dtype=cv2.CV_8U)
     if kind == "jpeg":
         return cv2.imdecode(cv2.imencode(".jpg", img, arg)[1], cv2.IMREAD_COLOR)
-    small = cv2.resize(img, arg, interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_CUBIC)
+    size, down, up = arg
+    small = cv2.resize(img, size, interpolation=down)
+    return cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=up)
 
 
 def floor_chain(img: np.ndarray, prepared: list[tuple[str, Any]], buf: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The ``hifacegan`` command: train, restore, eval. Thin: parse options, call hifacegan.*, map errors."""
+"""The ``hifacegan`` command: train, restore, eval, import-original. Thin: parse options, call hifacegan.*, map errors."""
 
 from __future__ import annotations
 
@@ -139,6 +139,39 @@ def evaluate(
     if json_path:
         write_output(json_path, lambda path: write_json(result, path))
         console.print(f"wrote {json_path}", highlight=False)
+
+
+@app.command(name="import-original", epilog="Examples:\n\n"
+             "  hifacegan import-original latest_net_G.pth --out authors.pt\n\n"
+             "  hifacegan import-original latest_net_G.pth --discriminator latest_net_D.pth --out authors.pt\n\n"
+             "  hifacegan restore faces/ --checkpoint authors.pt --out restored/")
+@errors
+def import_original(
+    path: Annotated[Path, typer.Argument(help="The authors' generator weights (Face-Renovation latest_net_G.pth).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (.pt), for restore, eval and train --init.")],
+    discriminator: Annotated[Path | None, typer.Option(help="The authors' discriminator weights "
+                                                       "(latest_net_D.pth), kept for fine-tuning.")] = None,
+    variant: Annotated[str | None, typer.Option(help="hifacegan | lipspade (default: read from the tensor names).")] = None,
+    ngf: Annotated[int | None, typer.Option(min=1, help="Generator width (default: read from the tensor shapes).")] = None,
+    size: Annotated[int, typer.Option(help="Image size to run at; no tensor records it (the authors': 512).")] = 512,
+    norm: Annotated[str, typer.Option(help="instance: their test protocol (train mode at batch 1), running "
+                                      "statistics dropped | batch: keep them (their eval mode).")] = "instance",
+) -> None:
+    """Convert the authors' released HiFaceGAN weights (github Lotayou/Face-Renovation) into a checkpoint
+    of ours. It records io_range: unit (their [0, 1] input and output), which restore, eval and training
+    honour. The file is read with weights_only=True; nothing is downloaded."""
+    from hifacegan.original import import_original as convert
+    from hifacegan.original import save_imported
+
+    output_path(out, suffixes=(".pt", ".pth"))
+    if out.resolve() in {p.resolve() for p in (path, discriminator) if p is not None}:
+        fail(f"--out {out}: would overwrite an input file; choose another name")
+    ck = convert(path, discriminator, variant, ngf, size, norm)
+    write_output(out, lambda p: save_imported(ck, p))
+    g = ck["config"]["generator"]
+    d = ck["config"].get("discriminator")
+    typer.echo(f"imported {g['variant']} ngf {g['ngf']} (norm {g['norm']}, io_range {g['io_range']}, {g['size']}px)"
+               + (f" and D ({d['num_d']} scales, ndf {d['ndf']})" if d else "") + f" into {out}")
 
 
 def main() -> None:

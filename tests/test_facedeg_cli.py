@@ -28,7 +28,7 @@ def test_recipes_list_and_show() -> None:
     assert res.exit_code == 0
     assert "mixed" in res.output and "random order" in res.output
     res = runner.invoke(app, ["recipes", "show", "jpeg"])
-    assert res.exit_code == 0 and "quality: [15, 50]" in res.output and "# hash:" in res.output
+    assert res.exit_code == 0 and "compression: [50, 85]" in res.output and "# hash:" in res.output
 
 
 def test_degrade_writes_lq_and_plan(tmp_path: Path) -> None:

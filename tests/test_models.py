@@ -98,7 +98,7 @@ def test_spade_modulates_instance_norm() -> None:
 @pytest.mark.parametrize(("ngf", "size"), [(8, 64), (8, 96), (16, 128)])
 def test_generator_output(variant: str, ngf: int, size: int) -> None:
     g = build_generator(variant, ngf, size)
-    assert g.config == dict(variant=variant, ngf=ngf, size=size, norm="instance")
+    assert g.config == dict(variant=variant, ngf=ngf, size=size, norm="instance", io_range="signed")
     lq = torch.rand(2, 3, size, size) * 2 - 1
     with torch.no_grad():
         out = g(lq)

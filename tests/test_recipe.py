@@ -61,9 +61,9 @@ def test_plan_depends_only_on_seed() -> None:
 def test_hash_is_stable_and_content_based(tmp_path: Path) -> None:
     r = load_recipe("jpeg")
     copy = tmp_path / "renamed.yaml"
-    copy.write_text("# other comment\ndescription: another text\nsteps:\n  - jpeg: {quality: [15, 50]}\n")
+    copy.write_text("# other comment\ndescription: another text\nsteps:\n  - jpeg: {compression: [50, 85]}\n")
     assert load_recipe(copy).hash == r.hash
-    copy.write_text("description: x\nsteps:\n  - jpeg: {quality: [15, 51]}\n")
+    copy.write_text("description: x\nsteps:\n  - jpeg: {compression: [50, 86]}\n")
     assert load_recipe(copy).hash != r.hash
     assert Recipe.from_dict(r.to_dict()).hash == r.hash
 
@@ -94,9 +94,14 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("steps:\n  - jpeg: {quality: 30}\n  - gaussian_noise: {sigma: [40, 20]}\n",
      "steps[1].gaussian_noise.sigma: expected [min, max] of numbers with 0 <= min <= max <= 255, got [40, 20]"),
     ("steps:\n  - jpeg: {quality: [0, 50]}\n", "steps[0].jpeg.quality: expected [min, max] of integers"),
-    ("steps:\n  - jpeg: {qualty: 30}\n", "steps[0].jpeg.qualty: unknown argument (valid: quality)"),
+    ("steps:\n  - jpeg: {qualty: 30}\n", "steps[0].jpeg.qualty: unknown argument (valid: quality, compression)"),
     ("steps:\n  - jpg: {quality: 30}\n", "steps[0].jpg: unknown op or node"),
-    ("steps:\n  - jpeg: {}\n", "steps[0].jpeg.quality: missing required argument"),
+    ("steps:\n  - jpeg: {}\n", "steps[0].jpeg.quality: missing required argument (or give compression"),
+    ("steps:\n  - jpeg: {quality: 30, compression: 50}\n", "steps[0].jpeg.compression: give quality or compression, not both"),
+    ("steps:\n  - motion_blur: {length: 9, direction: [-1, 1]}\n", "steps[0].motion_blur.direction: only used with kernel: imgaug"),
+    ("steps:\n  - gaussian_blur: {sigma: 3, truncate: 2sigma}\n", "steps[0].gaussian_blur.truncate: expected one of 3sigma, imgaug"),
+    ("steps:\n  - downsample: {scale: [4, 8], draw: inverse}\n", "steps[0].downsample.draw: expected one of factor, fraction"),
+    ("steps:\n  - mosaic: {block: 16, rounding: up}\n", "steps[0].mosaic.rounding: expected one of nearest, floor"),
     ("stepz: []\n", "recipe: expected|stepz: unknown key"),
     ("description: x\n", "steps: missing required key"),
     ("steps: []\n", "steps: expected a non-empty list"),

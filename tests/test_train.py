@@ -118,7 +118,8 @@ def test_checkpoint_contents_atomic_names_and_keep_last(shards, tmp_path):
     ck = torch.load(ckdir / "latest.pt", map_location="cpu", weights_only=True)
     assert {"G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng", "config"} <= set(ck)
     assert set(ck["rng"][0]) == {"torch", "cuda", "numpy", "python"} and ck["step"] == 3
-    assert ck["config"]["generator"] == {"variant": "hifacegan", "ngf": 4, "size": 64, "norm": "instance"}
+    assert ck["config"]["generator"] == {"variant": "hifacegan", "ngf": 4, "size": 64, "norm": "instance",
+                                         "io_range": "signed"}
     assert ck["config"]["discriminator"]["ndf"] == 8 and ck["config"]["train"]["max_steps"] == 3
 
 

@@ -96,6 +96,7 @@ class Choice:
     choices: tuple[str, ...]
     default: str | None = None
     multi: bool = False
+    optional: bool = False
 
     def parse(self, key: str, value: Any) -> str | list[str]:
         values = value if self.multi and isinstance(value, list) and value else [value]

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facedeg.ops.args import Number, Range
+from facedeg.ops.args import ArgError, Choice, Number, Range
 from facedeg.ops.base import OpSpec
 
 _AA_SHIFT = 8  # sub-pixel bits when drawing anti-aliased kernels
@@ -43,8 +43,16 @@ def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(acc).reshape(image.shape)
 
 
-def gaussian_kernel_size(sigma: float, max_kernel: int) -> int:
-    """Odd kernel size covering ±3σ, capped at ``max_kernel``."""
+TRUNCATIONS = ("3sigma", "imgaug")
+
+
+def gaussian_kernel_size(sigma: float, max_kernel: int, truncate: str = "3sigma") -> int:
+    """Odd kernel size, capped at ``max_kernel``: ``3sigma`` covers ±3σ; ``imgaug`` is imgaug's shorter
+    rule (its documented ``GaussianBlur``: a width of 3.3σ below σ 3, 2.9σ below σ 5, 2.6σ above,
+    truncated to an integer, at least 5, made odd), which cuts the tails and so blurs less."""
+    if truncate == "imgaug":
+        width = 3.3 if sigma < 3 else 2.9 if sigma < 5 else 2.6
+        return min(max(int(width * sigma), 5) | 1, max_kernel | 1)
     return max(3, min(2 * math.ceil(3 * sigma) + 1, max_kernel | 1))
 
 
@@ -66,6 +74,7 @@ class GaussianBlur(OpSpec):
         "sigma": Range(0.1, 50.0),
         "anisotropic_prob": Number(0.0, 1.0, default=0.0),
         "max_kernel": Number(3, 201, default=41, integer=True),
+        "truncate": Choice(TRUNCATIONS, optional=True),
     }
     apply = staticmethod(gaussian_blur)
 
@@ -75,7 +84,7 @@ class GaussianBlur(OpSpec):
         sy = self.draw(rng, "sigma") if aniso else sx
         angle = round(float(rng.uniform(0, 180)), 2) if aniso else 0.0
         return {"sigma_x": sx, "sigma_y": sy, "angle": angle,
-                "ksize": gaussian_kernel_size(max(sx, sy), self.args["max_kernel"])}
+                "ksize": gaussian_kernel_size(max(sx, sy), self.args["max_kernel"], self.args.get("truncate", "3sigma"))}
 
     @staticmethod
     def describe(params: dict[str, Any]) -> str:
@@ -98,20 +107,67 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     return kernel.astype(np.float32)
 
 
-def motion_blur(image: np.ndarray, length: int, angle: float) -> np.ndarray:
-    """Linear motion blur over ``length`` px at ``angle`` degrees (counter-clockwise from +x)."""
+def imgaug_motion_kernel(length: int, angle: float, direction: float) -> np.ndarray:
+    """imgaug's documented ``MotionBlur`` kernel (unnormalised): an odd ``k``×``k`` square (``k`` =
+    ``length`` made odd) holding a line through the centre whose weights run linearly from
+    ``(1 + direction) / 2`` at the end pointing to ``angle`` to ``(1 - direction) / 2`` at the other,
+    stored as 8-bit values (truncated) and rotated into place by bilinear interpolation with zero borders."""
+    k = length | 1
+    start = (1.0 + float(np.clip(direction, -1.0, 1.0))) / 2.0
+    column = np.zeros((k, k), np.float32)
+    column[:, k // 2] = np.linspace(start, 1.0 - start, k)  # top (pointing to 90°) first
+    turn = math.radians(90.0 - angle)  # clockwise on the image (y down) from the vertical to ``angle``
+    c, cos, sin = (k - 1) / 2, math.cos(turn), math.sin(turn)
+    rotation = np.array([[cos, -sin, c - cos * c + sin * c], [sin, cos, c - sin * c - cos * c]])
+    kernel = cv2.warpAffine((column * 255).astype(np.uint8), rotation, (k, k), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+    if kernel.sum() == 0:
+        kernel[k // 2, k // 2] = 1.0
+    return kernel
+
+
+MOTION_KERNELS = ("line", "imgaug")
+
+
+def motion_blur(image: np.ndarray, length: int, angle: float, kernel: str = "line",
+                direction: float = 0.0) -> np.ndarray:
+    """Linear motion blur over ``length`` px at ``angle`` degrees (counter-clockwise from +x).
+
+    ``kernel="line"``: an anti-aliased line of ``length`` px with equal weights. ``kernel="imgaug"``:
+    imgaug's kernel (see :func:`imgaug_motion_kernel`), weighted along the line by ``direction``."""
+    if kernel == "imgaug":
+        return _convolve(image, imgaug_motion_kernel(length, angle, direction))
+    if kernel != "line":
+        raise ValueError(f"kernel must be one of {', '.join(MOTION_KERNELS)}, got {kernel!r}")
     if length <= 1:
         return image.copy()
     return _convolve(image, motion_kernel(length, angle))
 
 
 class MotionBlur(OpSpec):
+    """``kernel: imgaug`` uses imgaug's ``MotionBlur`` kernel (the authors' degrade.py): odd size, a
+    line weighted linearly by a ``direction`` drawn in ``direction`` (default [-1, 1]), rotated with
+    bilinear interpolation; it blurs more than the equal-weight ``line`` of the same length."""
+
     name = "motion_blur"
-    schema = {"length": Range(1, 201, integer=True), "angle": Range(-360.0, 360.0, default=(0.0, 360.0))}
+    schema = {
+        "length": Range(1, 201, integer=True),
+        "angle": Range(-360.0, 360.0, default=(0.0, 360.0)),
+        "kernel": Choice(MOTION_KERNELS, optional=True),
+        "direction": Range(-1.0, 1.0, optional=True),
+    }
     apply = staticmethod(motion_blur)
 
+    def check(self) -> None:
+        if "direction" in self.args and self.args.get("kernel", "line") != "imgaug":
+            raise ArgError("direction", "only used with kernel: imgaug")
+
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
-        return {"length": self.draw(rng, "length"), "angle": round(float(self.draw(rng, "angle")), 2)}
+        params = {"length": self.draw(rng, "length"), "angle": round(float(self.draw(rng, "angle")), 2)}
+        if self.args.get("kernel", "line") == "imgaug":
+            bounds = self.args.get("direction", [-1.0, 1.0])
+            params.update(kernel="imgaug", direction=self.schema["direction"].draw(rng, bounds))
+        return params
 
     @staticmethod
     def describe(params: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facedeg.ops.args import Range
+from facedeg.ops.args import ArgError, Range
 from facedeg.ops.base import OpSpec
 
 
@@ -41,9 +41,31 @@ class _Codec(OpSpec):
 
 
 
+def imgaug_jpeg_quality(compression: float) -> int:
+    """The encoder quality for imgaug's ``JpegCompression`` ``compression`` degree (0-100, higher is
+    worse): ``round(1 + 99 * (1 - compression / 101))``, clipped to 1-100. Its (50, 85) is quality 17-51."""
+    return int(np.clip(np.round(1 + 99 * (1 - compression / 101)), 1, 100))
+
+
 class Jpeg(_Codec):
+    """``quality`` (1-100) is drawn uniformly as an integer; or give ``compression`` instead, imgaug's
+    degree (0-100) drawn uniformly as a real number and mapped by :func:`imgaug_jpeg_quality` (the
+    authors' degrade.py)."""
+
     name = "jpeg"
+    schema = {"quality": Range(1, 100, integer=True, optional=True), "compression": Range(0.0, 100.0, optional=True)}
     apply = staticmethod(jpeg)
+
+    def check(self) -> None:
+        if "quality" in self.args and "compression" in self.args:
+            raise ArgError("compression", "give quality or compression, not both")
+        if "quality" not in self.args and "compression" not in self.args:
+            raise ArgError("quality", "missing required argument (or give compression, imgaug's 0-100 degree)")
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        if "quality" in self.args:
+            return {"quality": self.draw(rng, "quality")}
+        return {"quality": imgaug_jpeg_quality(self.draw(rng, "compression"))}
 
     @staticmethod
     def describe(params: dict[str, Any]) -> str:

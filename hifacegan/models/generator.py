@@ -16,6 +16,10 @@ channels in the last four up-blocks (16 -> 8 -> 4 -> 2 -> 1 ``ngf``).
 
 Parameter counts do not depend on ``size``; it fixes the input size checked in ``forward`` and is
 stored in ``config`` with the other constructor arguments so a checkpoint can rebuild the model.
+
+``io_range`` (stored in ``config`` too) records the value range the weights were trained for: ``signed``
+([-1, 1] in and out, ours) or ``unit`` ([0, 1] in, the tanh output read as [0, 1]: the authors' released
+weights). The network itself does not look at it; :mod:`hifacegan.infer` converts for every consumer.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .layers import LEAKY_SLOPE, LIP, NORMS, SPADEResBlock, init_weights
 N_DOWN = 5  # LIP stages in the encoder = x2 upsamplings in the trunk
 MIN_SIZE = 2 ** (N_DOWN + 1)
 VARIANTS = ("hifacegan", "lipspade")
+IO_RANGES = ("signed", "unit")
 
 
 def level_channels(ngf: int) -> list[int]:
@@ -37,13 +42,15 @@ def level_channels(ngf: int) -> list[int]:
     return [min(2**level * ngf, top) for level in range(N_DOWN + 1)]
 
 
-def _check_args(ngf: int, size: int, norm: str) -> None:
+def _check_args(ngf: int, size: int, norm: str, io_range: str) -> None:
     if ngf < 1:
         raise ValueError(f"ngf must be a positive integer, got {ngf}")
     if size < MIN_SIZE or size % 2**N_DOWN:
         raise ValueError(f"size must be a multiple of {2**N_DOWN} and at least {MIN_SIZE}, got {size}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    if io_range not in IO_RANGES:
+        raise ValueError(f"unknown io_range {io_range!r}; valid: {', '.join(IO_RANGES)}")
 
 
 def _check_input(x: torch.Tensor, size: int) -> None:
@@ -111,10 +118,10 @@ class SPADETrunk(nn.Module):
 class HiFaceGANGenerator(nn.Module):
     """The paper's HiFaceGAN: suppression pyramid + replenishment trunk with per-level guidance."""
 
-    def __init__(self, ngf: int = 48, size: int = 512, norm: str = "instance") -> None:
+    def __init__(self, ngf: int = 48, size: int = 512, norm: str = "instance", io_range: str = "signed") -> None:
         super().__init__()
-        _check_args(ngf, size, norm)
-        self.config = dict(variant="hifacegan", ngf=ngf, size=size, norm=norm)
+        _check_args(ngf, size, norm, io_range)
+        self.config = dict(variant="hifacegan", ngf=ngf, size=size, norm=norm, io_range=io_range)
         self.size = size
         self.suppressor = LIPEncoder(ngf)
         self.from_lq = nn.Conv2d(3, level_channels(ngf)[-1], 3, padding=1)
@@ -131,10 +138,10 @@ class HiFaceGANGenerator(nn.Module):
 class LIPSPADEGenerator(nn.Module):
     """Light variant: LIP encoder output feeds the trunk; every SPADE layer is guided by the LQ image."""
 
-    def __init__(self, ngf: int = 48, size: int = 512, norm: str = "instance") -> None:
+    def __init__(self, ngf: int = 48, size: int = 512, norm: str = "instance", io_range: str = "signed") -> None:
         super().__init__()
-        _check_args(ngf, size, norm)
-        self.config = dict(variant="lipspade", ngf=ngf, size=size, norm=norm)
+        _check_args(ngf, size, norm, io_range)
+        self.config = dict(variant="lipspade", ngf=ngf, size=size, norm=norm, io_range=io_range)
         self.size = size
         self.encoder = LIPEncoder(ngf)
         self.trunk = SPADETrunk(ngf, [3] * (N_DOWN + 1), norm)
@@ -146,10 +153,10 @@ class LIPSPADEGenerator(nn.Module):
         return self.trunk(latent, [lq] * (N_DOWN + 1))
 
 
-def build_generator(variant: str, ngf: int, size: int, norm: str = "instance") -> nn.Module:
+def build_generator(variant: str, ngf: int, size: int, norm: str = "instance", io_range: str = "signed") -> nn.Module:
     """Build a generator by variant name; ``build_generator(**model.config)`` rebuilds ``model``."""
     if variant == "hifacegan":
-        return HiFaceGANGenerator(ngf, size, norm)
+        return HiFaceGANGenerator(ngf, size, norm, io_range)
     if variant == "lipspade":
-        return LIPSPADEGenerator(ngf, size, norm)
+        return LIPSPADEGenerator(ngf, size, norm, io_range)
     raise ValueError(f"unknown generator variant {variant!r}; valid: {', '.join(VARIANTS)}")
