@@ -171,7 +171,7 @@ def align_faces(rgb: np.ndarray, size: int, options: AlignOptions = AlignOptions
     from facedeg.faces import align_matrix, get_detector, warp_face  # the extra is only needed here
 
     detector = get_detector()
-    faces = detector.detect(rgb)
+    faces = detector.detect(rgb, largest_only=options.select == "largest")
     usable = [f for f in faces if f.eye_mouth >= options.min_face]
     counts = {"found": len(faces), "small": len(faces) - len(usable)}
     if options.select == "largest":

@@ -64,7 +64,7 @@ def draw_faces(rgb: np.ndarray, faces: list) -> np.ndarray:
     """A copy of ``rgb`` with each face's box, its five landmarks and its index drawn on it
     (``faces``: :class:`facedeg.faces.Face` list, largest first)."""
     out = rgb.copy()
-    t = max(1, round(max(rgb.shape[:2]) / 400))
+    t = max(1, round(max(rgb.shape[:2]) / 150))  # still visible once the photo is shrunk to a tile
     for j, f in enumerate(faces):
         x0, y0, x1, y1 = (round(v) for v in f.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), (0, 220, 0), t, cv2.LINE_AA)

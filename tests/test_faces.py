@@ -72,7 +72,7 @@ def test_transformed_faces_are_found_and_aligned_like_the_original(photos, name)
     for i, photo in enumerate(photos):
         original = warp_face(photo, align_matrix(det.detect(photo)[0].landmarks, SIZE), SIZE)
         img = TRANSFORMS[name](photo)
-        faces = det.detect(img)
+        faces = det.detect(img, largest_only=True)  # as --faces largest: a quick search first
         assert faces, f"sample {i} {name}: no face found"
         m = align_matrix(faces[0].landmarks, SIZE)
         crop = warp_face(img, m, SIZE)
@@ -208,3 +208,23 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
     with pytest.raises(MissingExtraError, match=r"optional extra 'faces': pip install 'facedeg\[faces\]'") as e:
         get_detector()
     assert "\n" not in str(e.value)
+
+
+def test_preview_crop_align_draws_faces_next_to_crops(photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.facedeg_cli import app
+
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), cv2.cvtColor(two_faces(photos), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "sheet.png"
+    res = CliRunner().invoke(app, ["preview", str(path), "--crop", "align", "--n", "1", "--size", "128",
+                                   "--tile", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "two.png: 2 face(s) aligned to 128x128" in res.output and res.output.count("score") == 2
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[1] > 4 * 64  # photo, two crops, one variant side by side
+    from facedeg.preview import draw_faces
+
+    drawn = draw_faces(two_faces(photos), get_detector().detect(two_faces(photos)))
+    assert (np.abs(drawn.astype(int) - two_faces(photos)).sum(axis=2) > 0).sum() > 500  # boxes and points drawn

@@ -79,7 +79,7 @@ def restore_photo(
     back; the background is resized ``upscale`` times with bicubic interpolation. A photo without a
     face comes back only resized (``faces`` empty). Faces are pasted smallest first, so where two
     overlap the larger one is on top."""
-    faces = detector.detect(rgb)
+    faces = detector.detect(rgb, largest_only=only_largest)
     if only_largest:
         faces = faces[:1]
     h, w = rgb.shape[:2]
