@@ -95,7 +95,8 @@ def restore(
     for name in result.get("no_face", []):
         typer.echo(f"no face found: {name} ({'not written' if skip_no_face else 'written unrestored'})", err=True)
     if options is not None:
-        typer.echo(f"faces restored: {sum(result['faces'].values())} in {len(result['faces'])} photo(s)"
+        with_faces = sum(1 for n in result['faces'].values() if n)
+        typer.echo(f"faces restored: {sum(result['faces'].values())} in {with_faces} photo(s)"
                    + (f", aligned crops in {save_faces}" if save_faces else ""))
     typer.echo(f"restored {len(result['written'])} image(s) into {out} "
                f"(model step {info['step']}, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
