@@ -81,20 +81,39 @@ def align_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
     return fit_similarity(landmarks, template(size))
 
 
+def _sampled_region(m: np.ndarray, size: int, shape: tuple[int, ...], margin: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: the part of the photo a ``size`` crop by ``m`` reads, reflection included."""
+    inv = cv2.invertAffineTransform(m)
+    c = apply(inv, np.array([[-0.5, -0.5], [size - 0.5, -0.5], [size - 0.5, size - 0.5], [-0.5, size - 0.5]]))
+    lo, hi = np.floor(c.min(axis=0)) - margin, np.ceil(c.max(axis=0)) + margin + 1
+    box = []
+    for axis, n in ((0, shape[1]), (1, shape[0])):
+        a, b = lo[axis], hi[axis]
+        if a < 0:  # samples left of the edge mirror back inside
+            b = max(b, -a + 1)
+        if b > n:
+            a = min(a, 2 * (n - 1) - b)
+        box.append((int(max(0, a)), int(min(n, b))))
+    (x0, x1), (y0, y1) = box
+    return x0, y0, x1, y1
+
+
 def warp_face(rgb: np.ndarray, m: np.ndarray, size: int, border: str = "reflect") -> np.ndarray:
-    """Warp ``rgb`` by ``m`` into a ``size x size`` crop; faces much larger than the crop are first
-    shrunk with area averaging (bilinear sampling alone would alias)."""
+    """Warp ``rgb`` by ``m`` into a ``size x size`` crop (bilinear). A face more than twice the crop's
+    size is first shrunk by area averaging (bilinear sampling alone would alias), only the part of the
+    photo the crop reads."""
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5:
-        # shrink the region the crop samples from (plus whatever reflection reaches) by area averaging
-        f = 1.0 / (2.0 * scale)  # leaves a residual scale of 0.5: bilinear is fine from there
-        h, w = rgb.shape[:2]
-        small = cv2.resize(rgb, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
+        f = 2.0 * scale  # leaves a residual scale of 0.5: bilinear is fine from there
+        x0, y0, x1, y1 = _sampled_region(m, size, rgb.shape, margin=int(np.ceil(2 / scale)))
+        roi = rgb[y0:y1, x0:x1]
+        h, w = roi.shape[:2]
+        small = cv2.resize(roi, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         sx, sy = small.shape[1] / w, small.shape[0] / h
-        up = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])  # small -> photo
-        m, rgb = m @ up, small
-    flags = cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.warpAffine(rgb, m, (size, size), flags=flags, borderMode=BORDERS[border]))
+        to_photo = np.array([[1 / sx, 0, 0.5 / sx - 0.5 + x0], [0, 1 / sy, 0.5 / sy - 0.5 + y0], [0, 0, 1]])
+        m, rgb = m @ to_photo, small
+    return np.ascontiguousarray(cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR,
+                                               borderMode=BORDERS[border]))
 
 
 def matrix_scale(m: np.ndarray) -> float:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from facedeg.errors import FacedegError, MissingExtraError
-from facedeg.faces.align import TEMPLATE_512, align_matrix, apply
+from facedeg.faces.align import TEMPLATE_512, align_matrix, apply, warp_face
 
 EXTRA = "faces"
 INSTALL_HINT = "pip install 'facedeg[faces]' (or pip install -e '.[faces]' in a checkout)"
@@ -115,8 +115,7 @@ class MtcnnDetector:
         k = _ONET_PATCH / side
         m = np.array([[k, 0, -x0 * k], [0, k, -y0 * k], [0, 0, 1]]) @ np.vstack([align_matrix(pts, 512), [0, 0, 1]])
         m = m[:2]
-        patch = cv2.warpAffine(rgb, m, (_ONET_PATCH, _ONET_PATCH), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT_101)
+        patch = warp_face(rgb, m, _ONET_PATCH)  # area-shrinks a large face first, like the crops
         patch = cv2.resize(patch, (48, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
         blob = ((patch - 127.5) * 0.0078125).transpose(1, 0, 2)[None]  # the nets take (N, W, H, C)
         self._onet.setInput(np.ascontiguousarray(blob))
