@@ -24,6 +24,7 @@ from facedeg.build import BuildConfig, BuildReport, build
 from facedeg.build.verify import inspect as inspect_build
 from facedeg.build.verify import replay as replay_key
 from facedeg.build.verify import verify as verify_build
+from facedeg.crop import DEFAULT_MIN_FACE
 from facedeg.imread import DEFAULT_MAX_PIXELS
 
 EXIT_PROBLEMS = 1
@@ -74,6 +75,10 @@ def _summary(report: BuildReport) -> str:
     ]
     if report.shards_built:
         lines[-1] += f", {m['run']['pairs_per_s']} pairs/s"
+    if "faces" in m:
+        f = m["faces"]
+        lines.append(f"faces: {f['found']} found, {f['small']} under --min-face {b['faces']['min_face']:g} px, "
+                     f"{_n(f['inputs_without_face'], 'input')} without a face ({b['faces']['detector']['name']})")
     if m["skipped"]:
         lines.append(f"skipped {_n(len(m['skipped']), 'input')}:")
         lines += [f"  {s['source']}: {s['reason']}" for s in m["skipped"][:20]]
@@ -87,7 +92,10 @@ def build_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for shards, dataset.json and the wids indexes.")],
     input: Annotated[str | None, typer.Option("--input", "-i", help="Folder (searched recursively), list file (one path per line), or tar shards like 'hq-{000000..000009}.tar'. Default: the bundled sample faces.")] = None,
     size: Annotated[int, typer.Option(help="Output side length in pixels (square).")] = 512,
-    crop: Annotated[str, typer.Option(help="center: middle square; face: largest detected face with margin (center if none); none: resize only.")] = "center",
+    crop: Annotated[str, typer.Option(help="center: middle square; face: largest face found by OpenCV's Haar cascade, with margin (center if none); none: resize only; align: detect faces with 5 landmarks and align them to the FFHQ template (needs the 'faces' extra).")] = "center",
+    faces: Annotated[str, typer.Option(help="With --crop align: largest (one sample per input) or all (one per face, keys NNNNNNNN_fJ).")] = "largest",
+    min_face: Annotated[float, typer.Option(help="With --crop align: skip faces whose eye-to-mouth distance is below this many pixels (counted in the summary).")] = DEFAULT_MIN_FACE,
+    no_face: Annotated[str, typer.Option(help="With --crop align, for an input without a usable face: skip (reason in the summary and dataset.json) or center (centre crop, recorded).")] = "skip",
     variants: Annotated[int | None, typer.Option(help="Degraded variants per HQ image (keys NNNNNNNN_k). Default 1, or enough for 64 pairs with the bundled samples.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of source images (with all their variants) put in the val split.")] = 0.02,
     shard_size: Annotated[int, typer.Option(help="Pairs per shard; one shard is one unit of parallel work.")] = 1000,
@@ -111,12 +119,15 @@ def build_cmd(
 
       facedeg build -r mixed -i photos/ -o shards/ --variants 4 --workers 8
 
+      facedeg build -r mixed -i wild_photos/ -o shards/ --crop align --faces all --min-face 40
+
       facedeg build -r gfpgan -i 'hq-{000000..000009}.tar' -o out/ --backend dask --scheduler tcp://head:8786
     """
     config = BuildConfig(
         recipe=recipe, out=out, input=input, size=size, crop=crop, variants=variants, val_fraction=val_fraction,
         shard_size=shard_size, seed=seed, workers=workers, backend=backend, scheduler=scheduler,
         hq_format=hq_format, strict=strict, overwrite=overwrite, max_pixels=max_pixels,
+        faces=faces, min_face=min_face, no_face=no_face,
     )
     console = Console(stderr=True)
     progress = Progress(

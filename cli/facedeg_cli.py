@@ -12,9 +12,10 @@ from PIL import Image
 
 import facedeg
 from cli import build_cmds
-from cli.common import make_app, output_path, run_app, user_errors, write_output
+from cli.common import fail, make_app, output_path, run_app, user_errors, write_output
+from facedeg.crop import crop_and_resize
 from facedeg.imread import read_image
-from facedeg.preview import preview_steps, preview_variants
+from facedeg.preview import preview_align, preview_steps, preview_variants
 from facedeg.recipe import load_recipe, shipped_recipes
 from facedeg.samples import sample_paths
 
@@ -108,18 +109,37 @@ def preview(
         "gives."))] = 0,
     steps: Annotated[bool, typer.Option("--steps", help="Show one plan (variant 0) applied op by op instead.")] = False,
     tile: Annotated[int, typer.Option("--tile", min=64, max=1024, help="Tile size in pixels.")] = 256,
+    crop: Annotated[str | None, typer.Option(help="Crop the image first as `facedeg build --crop` would (center, "
+                                             "face, none, align). align: show the detected faces and landmarks "
+                                             "next to every aligned crop, then variants of the first.")] = None,
+    size: Annotated[int, typer.Option(min=8, max=8192, help="Crop size for --crop.")] = 512,
 ) -> None:
     """Show what a recipe does: the original and n variants, each captioned with its seed and plan.
 
     Variant i is exactly the image `facedeg degrade --seed SEED+i` gives (variant 0: the same seed).
 
     Examples: facedeg preview --recipe mixed --n 8 --out preview.png;
-    facedeg preview face.jpg --recipe blur --steps --out steps.png
+    facedeg preview face.jpg --recipe blur --steps --out steps.png;
+    facedeg preview group.jpg --crop align --n 4 --out align.png
     """
     output_path(out)
     recipe_obj = load_recipe(recipe)
     source = image if image is not None else sample_paths()[0]
     hq = read_image(source)
+    if crop == "align":
+        if steps:
+            fail("--steps and --crop align: choose one")
+        sheet, infos, plans = preview_align(hq, recipe_obj, n, seed, tile, size)
+        _save(sheet, out)
+        typer.echo(f"{source.name}: {len(infos)} face(s) aligned to {size}x{size}")
+        for info in infos:
+            a = info["align"]
+            pts = " ".join(f"({x:.1f},{y:.1f})" for x, y in a["landmarks"])
+            typer.echo(f"  face {info['face']}: score {a['score']:.3f}, landmarks {pts}")
+        typer.echo(f"wrote {out}")
+        return
+    if crop is not None:
+        hq, _ = crop_and_resize(hq, size, crop)
     if steps:
         sheet, plan = preview_steps(hq, recipe_obj, seed, tile)
         plans = [plan]

@@ -57,27 +57,47 @@ def train(
 
 @app.command(epilog="Examples:\n\n"
              "  hifacegan restore photo.jpg --checkpoint runs/ffhq/checkpoints/latest.pt --out restored/\n\n"
-             "  hifacegan restore faces/ --checkpoint model.pt --out restored/ --device cpu")
+             "  hifacegan restore faces/ --checkpoint model.pt --out restored/ --device cpu\n\n"
+             "  hifacegan restore photos/ --checkpoint model.pt --out restored/ --align --upscale 2 --save-faces crops/")
 @errors
 def restore(
     input: Annotated[Path, typer.Argument(help="An image file or a folder of images (any size).")],
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (e.g. RUN/checkpoints/latest.pt).")],
     out: Annotated[Path, typer.Option(help="Output folder (PNG files, same relative names).")],
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+    align: Annotated[bool, typer.Option("--align", help="Inputs are ordinary photos: detect each face, align it to "
+                                        "the model's template, restore it and blend it back (needs the 'faces' "
+                                        "extra). Without it, inputs are taken as already-aligned face crops.")] = False,
+    only_largest: Annotated[bool, typer.Option("--only-largest", help="With --align: restore only the largest face.")] = False,
+    upscale: Annotated[int, typer.Option(help="With --align: also enlarge the whole photo K times (background "
+                                         "by bicubic resize).")] = 1,
+    save_faces: Annotated[Path | None, typer.Option(help="With --align: also write each aligned LQ face and its "
+                                                    "restored face into this folder.")] = None,
+    skip_no_face: Annotated[bool, typer.Option("--skip-no-face", help="With --align: do not write photos without a "
+                                               "detectable face (default: written unrestored).")] = False,
 ) -> None:
     """Restore face images with a trained generator; unreadable files are skipped with a message."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from hifacegan.restore import load_generator, pick_device, restore_files
+    from hifacegan.restore import AlignRestore, load_generator, pick_device, restore_files
 
+    if not align and (only_largest or upscale != 1 or save_faces is not None or skip_no_face):
+        fail("--only-largest, --upscale, --save-faces and --skip-no-face need --align")
+    options = AlignRestore(only_largest, upscale, save_faces, skip_no_face) if align else None
     G, info = load_generator(checkpoint, pick_device(device))
     console = Console(stderr=True)  # the bar on stderr, only on a terminal: stdout keeps the summary alone
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("restore", total=None)
-        result = restore_files(G, input, out, lambda i, n, name: bar.update(task, completed=i, total=n))
+        result = restore_files(G, input, out, lambda i, n, name: bar.update(task, completed=i, total=n), options)
     for s in result["skipped"]:
         typer.echo(f"skipped: {s['reason']}", err=True)
+    for name in result.get("no_face", []):
+        typer.echo(f"no face found: {name} ({'not written' if skip_no_face else 'written unrestored'})", err=True)
+    if options is not None:
+        with_faces = sum(1 for n in result['faces'].values() if n)
+        typer.echo(f"faces restored: {sum(result['faces'].values())} in {with_faces} photo(s)"
+                   + (f", aligned crops in {save_faces}" if save_faces else ""))
     typer.echo(f"restored {len(result['written'])} image(s) into {out} "
                f"(model step {info['step']}, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
 

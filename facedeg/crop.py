@@ -1,21 +1,26 @@
 """Face cropping: turn a decoded photo into the square ``size x size`` HQ face a build works on.
 
 Modes: ``center`` (largest centred square), ``face`` (OpenCV's Haar cascade, a square box around the
-largest face, centre crop when none is found), ``none`` (the whole image resized). Face alignment to a
-landmark template lives here too.
+largest face, centre crop when none is found), ``none`` (the whole image resized), and ``align``
+(:func:`align_faces`: detect faces with five landmarks and warp each onto the FFHQ template; needs the
+optional extra ``faces``, see :mod:`facedeg.faces`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from facedeg.errors import ImageError
 
-CROP_MODES = ("center", "face", "none")
+CROP_MODES = ("center", "face", "none", "align")
+FACE_SELECT = ("largest", "all")
+NO_FACE = ("skip", "center")
+DEFAULT_MIN_FACE = 16  # eye-to-mouth pixels: below this a face holds too little detail to train on
 
 # --------------------------------------------------------------------------- crop and resize
 
@@ -95,8 +100,9 @@ def crop_and_resize(rgb: np.ndarray, size: int, crop: str = "center") -> tuple[n
     >>> img.shape, info["box"]
     ((32, 32, 3), [10, 0, 50, 40])
     """
-    if crop not in CROP_MODES:
-        raise ImageError(f"--crop: unknown mode {crop!r} (choose from {', '.join(CROP_MODES)})")
+    if crop not in CROP_MODES or crop == "align":
+        modes = ", ".join(m for m in CROP_MODES if m != "align")
+        raise ImageError(f"--crop: unknown mode {crop!r} here (choose from {modes}; align: use align_faces)")
     info: dict = {"mode": crop}
     h, w = rgb.shape[:2]
     if crop == "none":
@@ -116,3 +122,86 @@ def crop_and_resize(rgb: np.ndarray, size: int, crop: str = "center") -> tuple[n
     x0, y0, x1, y1 = box
     info["box"] = [x0, y0, x1, y1]
     return resize(np.ascontiguousarray(rgb[y0:y1, x0:x1]), (size, size)), info
+
+
+# --------------------------------------------------------------------------- alignment to the FFHQ template
+
+
+class NoFaceError(ImageError):
+    """An input has no usable face for ``--crop align`` (the message says why; ``counts`` as in
+    :func:`align_faces`)."""
+
+    def __init__(self, message: str, counts: dict) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """How ``--crop align`` picks faces: ``select`` largest | all, ``min_face`` (eye-to-mouth pixels in
+    the photo; smaller faces are skipped and counted), ``no_face`` skip | center, ``border`` (pixels
+    outside the photo: reflect, as FFHQ)."""
+
+    select: str = "largest"
+    min_face: float = DEFAULT_MIN_FACE
+    no_face: str = "skip"
+    border: str = "reflect"
+
+    def problems(self) -> list[tuple[bool, str]]:
+        return [
+            (self.select not in FACE_SELECT, f"--faces must be one of {', '.join(FACE_SELECT)}, got {self.select!r}"),
+            (not self.min_face >= 0, f"--min-face must be >= 0 pixels, got {self.min_face}"),
+            (self.no_face not in NO_FACE, f"--no-face must be one of {', '.join(NO_FACE)}, got {self.no_face!r}"),
+        ]
+
+
+def _rounded(a: np.ndarray) -> list:
+    return [[float(v) for v in row] for row in np.asarray(a, np.float64)]
+
+
+def align_faces(rgb: np.ndarray, size: int, options: AlignOptions = AlignOptions()
+                ) -> tuple[list[tuple[np.ndarray, dict]], dict]:
+    """``--crop align``: ``([(crop, info), ...], counts)``, one entry per used face, largest first.
+
+    Each ``info`` records how its crop was made, enough to re-create it with ``cv2.warpAffine``:
+    ``{"mode": "align", "face": j, "box": [x0, y0, x1, y1], "align": {"detector", "score",
+    "landmarks" (5 x [x, y] in the photo), "matrix" (2x3, photo -> crop), "template_size", "border"}}``.
+    ``counts`` is ``{"found": n, "small": n}``. No usable face: :class:`NoFaceError`, or with
+    ``no_face="center"`` one centre crop recorded with ``"fallback"``."""
+    from facedeg.faces import align_matrix, get_detector, warp_face  # the extra is only needed here
+
+    detector = get_detector()
+    faces = detector.detect(rgb, largest_only=options.select == "largest")
+    usable = [f for f in faces if f.eye_mouth >= options.min_face]
+    counts = {"found": len(faces), "small": len(faces) - len(usable)}
+    if options.select == "largest":
+        usable = usable[:1]
+    if not usable:
+        if not faces:
+            reason = "no face found"
+        else:
+            reason = (f"no face of at least --min-face {options.min_face:g} px (eye to mouth); the largest "
+                      f"of {len(faces)} found is {faces[0].eye_mouth:.1f} px")
+        if options.no_face == "skip":
+            raise NoFaceError(reason, counts)
+        out, info = crop_and_resize(rgb, size, "center")
+        return [(out, {**info, "mode": "align", "fallback": f"{reason}: center crop"})], counts
+    result = []
+    for j, face in enumerate(usable):
+        m = align_matrix(face.landmarks, size)
+        info = {
+            "mode": "align",
+            "face": j,
+            "box": [round(v, 2) for v in face.box],
+            "fallback": None,
+            "align": {
+                "detector": detector.name,
+                "score": round(face.score, 6),
+                "landmarks": _rounded(face.landmarks),
+                "matrix": _rounded(m),
+                "template_size": size,
+                "border": options.border,
+            },
+        }
+        result.append((warp_face(rgb, m, size, options.border), info))
+    return result, counts

@@ -17,3 +17,7 @@ class ImageError(FacedegError):
 
 class BuildError(FacedegError):
     """A dataset build cannot proceed (mismatching output, no usable input, bad option)."""
+
+
+class MissingExtraError(FacedegError):
+    """A feature needs an optional extra that is not installed; the message names the extra."""

@@ -69,3 +69,50 @@ def preview_steps(image: np.ndarray, recipe: Recipe, seed: int = 0, tile: int = 
     for i, (step, out) in enumerate(plan.iter_apply(image), 1):
         tiles.append((out, f"{i}. {Plan((step,)).summary()}"))
     return contact_sheet(tiles, tile, columns=min(5, len(tiles))), plan
+
+
+def draw_faces(rgb: np.ndarray, faces: list) -> np.ndarray:
+    """A copy of ``rgb`` with each face's box, its five landmarks and its index drawn on it
+    (``faces``: :class:`facedeg.faces.Face` list, largest first)."""
+    out = rgb.copy()
+    t = max(1, round(max(rgb.shape[:2]) / 150))  # still visible once the photo is shrunk to a tile
+    for j, f in enumerate(faces):
+        x0, y0, x1, y1 = (round(v) for v in f.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 220, 0), t, cv2.LINE_AA)
+        for k, (x, y) in enumerate(f.landmarks):
+            colour = (255, 60, 60) if k < 2 else (60, 120, 255) if k == 2 else (255, 200, 0)
+            cv2.circle(out, (round(x), round(y)), 2 * t, colour, -1, cv2.LINE_AA)
+        cv2.putText(out, str(j), (x0 + 2 * t, max(y0 - 3 * t, 10 * t)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * t,
+                    (0, 220, 0), t, cv2.LINE_AA)
+    return out
+
+
+def square(rgb: np.ndarray, fill: int = 255) -> np.ndarray:
+    """Pad an image to a square (centred) so a contact-sheet tile does not stretch it."""
+    h, w = rgb.shape[:2]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    return cv2.copyMakeBorder(rgb, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT,
+                              value=(fill, fill, fill))
+
+
+def preview_align(image: np.ndarray, recipe: Recipe, n: int = 4, seed: int = 0, tile: int = 256,
+                  size: int = 512) -> tuple[np.ndarray, list[dict], list[Plan]]:
+    """``facedeg preview --crop align``: the photo with detected boxes and landmarks, every aligned
+    ``size`` crop (as ``--crop align --faces all`` would build them), then ``n`` variants of the first
+    crop. Returns the sheet, the crops' records and the plans. No face: the annotated photo alone."""
+    from facedeg.crop import AlignOptions, NoFaceError, align_faces
+    from facedeg.faces import get_detector
+
+    faces = get_detector().detect(image)
+    tiles = [(square(draw_faces(image, faces)), f"{len(faces)} face(s) found: boxes and landmarks")]
+    try:
+        crops, _ = align_faces(image, size, AlignOptions(select="all", min_face=0))
+    except NoFaceError:
+        crops = []
+    for hq, info in crops:
+        a = info["align"]
+        tiles.append((hq, f"face {info['face']} aligned, score {a['score']:.3f}"))
+    plans = variant_plans(recipe, seed, n, (size, size)) if crops else []
+    tiles += [(p.apply(crops[0][0]), f"#{i} {p.summary()}") for i, p in enumerate(plans)]
+    return contact_sheet(tiles, tile, columns=min(5, len(tiles))), [info for _, info in crops], plans

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from facedeg.crop import resize
 from facedeg.errors import ImageError
+from facedeg.faces.paste import PhotoResult
 from facedeg.imread import read_image
 from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
@@ -79,6 +81,40 @@ def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
     return resize(np.ascontiguousarray(out), (h, w))
 
 
+FACE_BATCH = 4  # aligned faces per forward pass in restore --align
+
+
+def restore_crops(G: torch.nn.Module, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run G on aligned ``size x size`` uint8 crops, a few at a time; uint8 outputs."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(crops), FACE_BATCH):
+        batch = torch.from_numpy(np.stack(crops[i:i + FACE_BATCH]))
+        y = run_generator(G, batch)
+        out += list((y * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    return out
+
+
+@dataclass(frozen=True)
+class AlignRestore:
+    """``restore --align``: restore every face of a wild photo (or only the largest), paste it back with
+    a feathered mask; ``upscale`` resizes the whole photo (background by bicubic resize);
+    ``save_faces``: also write each aligned LQ crop and its restored crop there; ``skip_no_face``: do
+    not write photos without a face (default: written unrestored, resized by ``upscale``)."""
+
+    only_largest: bool = False
+    upscale: int = 1
+    save_faces: Path | None = None
+    skip_no_face: bool = False
+
+
+def restore_wild(G: torch.nn.Module, rgb: np.ndarray, options: AlignRestore) -> PhotoResult:
+    """One photo through detect -> align -> G -> paste back (see :func:`facedeg.faces.restore_photo`)."""
+    from facedeg.faces import get_detector, restore_photo
+
+    return restore_photo(rgb, get_detector(), G.config["size"], lambda crops: restore_crops(G, crops),
+                         only_largest=options.only_largest, upscale=options.upscale)
+
+
 def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
     """(root, files): one image file, or every image under a folder (recursive, sorted), leaving out the
     folder `exclude` when it lies inside it (an output folder inside the input folder)."""
@@ -98,9 +134,21 @@ def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, li
 
 
 def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Path,
-                  on_progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Restore an image or a folder into out_dir (PNG, same relative names). Unreadable files are skipped."""
+                  on_progress: Callable[[int, int, str], None] | None = None,
+                  align: AlignRestore | None = None) -> dict[str, Any]:
+    """Restore an image or a folder into out_dir (PNG, same relative names). Unreadable files are skipped.
+
+    ``align``: treat inputs as ordinary photos (see :class:`AlignRestore`); the result then also lists
+    ``faces`` (faces restored per written file) and ``no_face`` (files where none was found)."""
     out_dir = Path(out_dir)
+    if align is not None:
+        if align.upscale < 1 or align.upscale > 8:
+            raise HiFaceGANError(f"--upscale must be an integer in [1, 8], got {align.upscale}")
+        from facedeg.faces import get_detector
+
+        get_detector()  # a missing 'faces' extra is one error before any work
+    faces_per_file: dict[str, int] = {}
+    no_face: list[str] = []
     root, files = list_inputs(input_path, exclude=out_dir)
     written, skipped = [], []
     names = Counter(f.relative_to(root).with_suffix("") for f in files)
@@ -125,7 +173,21 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
             skipped.append({"file": str(f), "reason": str(exc)})
         else:
             dest = dests[f]
-            out = cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR)
+            if align is None:
+                restored = restore_image(G, rgb)
+            else:
+                res = restore_wild(G, rgb, align)
+                restored = res.image
+                if not res.faces:
+                    no_face.append(str(f))
+                    if align.skip_no_face:
+                        if on_progress:
+                            on_progress(i + 1, len(files), f.name)
+                        continue
+                faces_per_file[str(dest)] = len(res.faces)
+                if align.save_faces is not None and res.faces:
+                    _save_faces(Path(align.save_faces), dest.relative_to(out_dir).with_suffix(""), res)
+            out = cv2.cvtColor(restored, cv2.COLOR_RGB2BGR)
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 ok = cv2.imwrite(str(dest), out)
@@ -136,7 +198,24 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
             written.append(str(dest))
         if on_progress:
             on_progress(i + 1, len(files), f.name)
-    return {"written": written, "skipped": skipped}
+    result: dict[str, Any] = {"written": written, "skipped": skipped}
+    if align is not None:
+        result.update(faces=faces_per_file, no_face=no_face)
+    return result
+
+
+def _save_faces(folder: Path, stem: Path, res: PhotoResult) -> None:
+    """``DIR/<name>_f<j>_lq.png`` (the aligned crop) and ``_restored.png`` for each face j."""
+    for j, (lq, restored) in enumerate(zip(res.crops, res.restored, strict=True)):
+        for tag, img in (("lq", lq), ("restored", restored)):
+            path = folder / f"{stem}_f{j}_{tag}.png"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                ok = cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            except OSError as exc:
+                raise HiFaceGANError(f"--save-faces: cannot write {path}: {exc.strerror or exc}") from None
+            if not ok:
+                raise HiFaceGANError(f"--save-faces: cannot write {path}")
 
 
 def load_lpips(alexnet_path: str | Path, linear_path: str | Path) -> LPIPS:

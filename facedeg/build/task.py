@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 import facedeg
 from facedeg.build.heap import keep_heap
 from facedeg.build.inputs import Source
 from facedeg.build.shards import JSON_MEMBER, LQ_MEMBER, SRC_MEMBER, ShardWriter, write_json_atomic
 from facedeg.codec import decode, encode, encode_png, psnr
-from facedeg.crop import crop_and_resize
+from facedeg.crop import AlignOptions, NoFaceError, align_faces, crop_and_resize
 from facedeg.errors import BuildError, ImageError
 from facedeg.files import atomic_file
 from facedeg.imread import decode_image_ex
@@ -29,7 +30,7 @@ from facedeg.seeds import derive_seed
 from facedeg.sizes import to_hq_size
 
 STATE_DIR = ".facedeg-build"
-STAGES = ("read", "degrade", "encode_hq", "encode_lq", "write")
+STAGES = ("read", "align", "degrade", "encode_hq", "encode_lq", "write")  # align: --crop align only
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Job:
     png_level: int | None
     passthrough: bool
     strict: bool
+    align: AlignOptions | None = None  # --crop align: how faces are picked
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ def _run(task: ShardTask, job: Job) -> dict:
     stats = dict.fromkeys(STAGES, 0.0)
     progress = _Progress(progress_path(out, task.name))
     skipped: dict[str, str] = {}
-    cache: tuple[int, dict] | None = None
+    faces: dict[str, dict] = {}  # source -> {"found", "small"} with --crop align
+    cache: tuple[int, list[dict]] | None = None
     used_sources: set[str] = set()
     with atomic_file(out / task.name) as f:
         writer = ShardWriter(f)
@@ -141,19 +144,26 @@ def _run(task: ShardTask, job: Job) -> dict:
                 continue
             if cache is None or cache[0] != pair.source:
                 try:
-                    cache = (pair.source, _prepare(src, job, stats))
+                    cache = (pair.source, _prepare(src, job, stats, faces))
+                except NoFaceError as e:  # a readable photo without a usable face: skipped even with --strict
+                    skipped[src.rel] = str(e)
+                    faces[src.rel] = e.counts
+                    progress.step()
+                    continue
                 except ImageError as e:
                     if job.strict:
                         raise BuildError(f"{e} (stopped by --strict)") from None
                     skipped[src.rel] = str(e).removeprefix(f"{src.rel}: ")
                     progress.step()
                     continue
-            hq = cache[1]
             used_sources.add(src.rel)
-            members = _pair_members(pair, task.split, src, hq, recipe, job, stats)
-            t0 = time.perf_counter()
-            writer.add(pair.key, members)
-            stats["write"] += time.perf_counter() - t0
+            for j, hq in enumerate(cache[1]):
+                key = pair.key if len(cache[1]) == 1 and (job.align is None or job.align.select == "largest") \
+                    else face_key(pair.key, j)
+                members = _pair_members(pair, key, task.split, src, hq, recipe, job, stats)
+                t0 = time.perf_counter()
+                writer.add(key, members)
+                stats["write"] += time.perf_counter() - t0
             progress.step()
         t0 = time.perf_counter()
         writer.close()
@@ -166,6 +176,7 @@ def _run(task: ShardTask, job: Job) -> dict:
             "sha256": writer.sha256,
             "md5": writer.md5,
             "skipped": [{"source": k, "reason": v} for k, v in sorted(skipped.items())],
+            **({"faces": dict(sorted(faces.items()))} if job.align is not None else {}),
             "facedeg_version": facedeg.__version__,
         }
         # the state file goes first: once the tar has its final name, the shard is done
@@ -174,18 +185,37 @@ def _run(task: ShardTask, job: Job) -> dict:
     return {**result, "stats": stats}
 
 
-def _prepare(src: Source, job: Job, stats: dict) -> dict:
-    """Read, decode, crop/resize and encode the HQ of one source (shared by its variants)."""
+def face_key(key: str, face: int) -> str:
+    """``00000012_3`` -> ``00000012_f1_3`` for face 1 of a ``--faces all`` build (the variant stays last)."""
+    index, _, variant = key.partition("_")
+    return f"{index}_f{face}" + (f"_{variant}" if variant else "")
+
+
+def _prepare(src: Source, job: Job, stats: dict, faces: dict) -> list[dict]:
+    """Read, decode, crop/resize and encode the HQ(s) of one source (shared by its variants): one per
+    used face with ``--crop align``, else one."""
     t_read = time.perf_counter()
     data = src.read()
     sha = hashlib.sha256(data).hexdigest()
     decoded = decode_image_ex(data, src.rel, job.max_pixels)
-    hq, crop = crop_and_resize(decoded.rgb, job.size, job.crop)
     h, w = decoded.rgb.shape[:2]
-    untouched = hq is decoded.rgb or (hq.shape == decoded.rgb.shape and crop["box"] == [0, 0, w, h])
     t0 = time.perf_counter()
     stats["read"] += t0 - t_read
-    passthrough = job.passthrough and job.hq_format == "png" and decoded.plain_png and untouched
+    if job.align is not None:
+        crops, counts = align_faces(decoded.rgb, job.size, job.align)
+        faces[src.rel] = counts
+        stats["align"] += time.perf_counter() - t0
+        return [_encode_hq(hq, crop, data, decoded.plain_png, False, [w, h], sha, src, job, stats) for hq, crop in crops]
+    hq, crop = crop_and_resize(decoded.rgb, job.size, job.crop)
+    untouched = hq is decoded.rgb or (hq.shape == decoded.rgb.shape and crop["box"] == [0, 0, w, h])
+    stats["read"] += time.perf_counter() - t0
+    return [_encode_hq(hq, crop, data, decoded.plain_png, untouched, [w, h], sha, src, job, stats)]
+
+
+def _encode_hq(hq: np.ndarray, crop: dict, data: bytes, plain_png: bool, untouched: bool, source_size: list[int],
+               sha: str, src: Source, job: Job, stats: dict) -> dict:
+    t0 = time.perf_counter()
+    passthrough = job.passthrough and job.hq_format == "png" and plain_png and untouched
     if passthrough:
         hq_bytes = data
     else:
@@ -198,14 +228,15 @@ def _prepare(src: Source, job: Job, stats: dict) -> dict:
         "bytes": hq_bytes,
         "passthrough": passthrough,
         "crop": crop,
-        "source_size": [w, h],
+        "source_size": source_size,
         "sha256": sha,
     }
 
 
-def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe, job: Job, stats: dict) -> dict:
+def _pair_members(pair: Pair, key: str, split: str, src: Source, hq: dict, recipe: Recipe, job: Job,
+                  stats: dict) -> dict:
     t0 = time.perf_counter()
-    seed = derive_seed(job.seed, pair.key)
+    seed = derive_seed(job.seed, key)
     plan = recipe.sample(seed, (job.size, job.size))
     members: dict[str, bytes] = {}
     hq_rgb, hq_bytes, passthrough = hq["rgb"], hq["bytes"], hq["passthrough"]
@@ -227,7 +258,7 @@ def _pair_members(pair: Pair, split: str, src: Source, hq: dict, recipe: Recipe,
     stats["degrade"] += t1 - t0
     stats["encode_lq"] += time.perf_counter() - t1
     meta = {
-        "key": pair.key,
+        "key": key,
         "split": split,
         "variant": pair.variant,
         "seed": seed,
