@@ -144,7 +144,8 @@ def test_eval_folders_csv(folders, tmp_path, options, reference):
                               "--json", str(out_json), *options])
     assert res.exit_code == 0, res.output
     assert "2 image pairs" in res.output and "1 file(s) only in --pred" in res.output and "extra" in res.output
-    rows = {r["name"]: r for r in csv.DictReader(out_csv.open())}
+    with out_csv.open() as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"face", "sub/synthetic"}
     tol_psnr, tol_ssim = TOLERANCE[bool(options)]
     for name, key in (("face", "face"), ("synthetic", "sub/synthetic")):
