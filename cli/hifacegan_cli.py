@@ -107,8 +107,8 @@ def evaluate(
     y_channel: Annotated[bool, typer.Option("--y-channel", help="PSNR/SSIM/MS-SSIM on the ITU-R BT.601 Y channel "
                                             "(BasicSR's test_y_channel).")] = False,
     crop_border: Annotated[int, typer.Option(min=0, help="Pixels dropped on each side before PSNR/SSIM/MS-SSIM.")] = 0,
-    no_round: Annotated[bool, typer.Option("--no-round", help="Score the float output instead of the output "
-                                           "rounded to uint8 (published tables round).")] = False,
+    no_round: Annotated[bool, typer.Option("--no-round", help="Score the model's float output instead of the "
+                                           "output rounded to uint8 (published tables round).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write one row per image here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
@@ -164,7 +164,7 @@ def evaluate(
         columns, rows = ("metric", "LQ", "restored"), format_table(result)
     if lpips is not None:
         result["lpips"].update(alexnet=str(lpips_alexnet), linear=str(lpips_linear))
-    console.print(f"{header}; {spec.describe()}", highlight=False)
+    console.print(f"{header}; {spec.describe(model_output=not folders)}", highlight=False)
     table = Table()
     for col in columns:
         table.add_column(col, justify="left" if col == "metric" else "right")

@@ -121,9 +121,10 @@ class MetricSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"quantize": self.quantize, "y_channel": self.y_channel, "crop_border": self.crop_border}
 
-    def describe(self) -> str:
-        parts = ["uint8-rounded output" if self.quantize else "float output",
-                 "Y channel (BT.601)" if self.y_channel else "RGB"]
+    def describe(self, model_output: bool = True) -> str:
+        """In words; `model_output` False: scoring image files (8-bit already), rounding is not mentioned."""
+        parts = ["uint8-rounded output" if self.quantize else "float output"] if model_output else []
+        parts.append("Y channel (BT.601)" if self.y_channel else "RGB")
         if self.crop_border:
             parts.append(f"{self.crop_border} px border cropped")
         return ", ".join(parts)
