@@ -67,7 +67,7 @@ def resolve_source(path: str | Path) -> Path:
         raise CheckpointError(f"{p}: a folder without checkpoints/latest.pt (expected a run folder, "
                               "a checkpoint or an exported .safetensors file)")
     if not p.is_file():
-        raise CheckpointError(f"weights not found: {p}")
+        raise CheckpointError(f"checkpoint not found: {p}")
     return p
 
 
