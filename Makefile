@@ -17,7 +17,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # Everything the tests need. torch is pinned first: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[train,dask,faces,dev]"
+	$(BIN)/pip install -q -e ".[train,dask,faces,onnx,dev]"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

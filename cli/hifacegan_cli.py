@@ -20,6 +20,7 @@ DEFAULTS = TrainConfig()
              "  hifacegan train --data shards/ --out runs/ffhq --size 512 --ngf 48\n\n"
              "  hifacegan train --data 'hq-{000000..000099}.tar' --degrade mixed --out runs/otf\n\n"
              "  hifacegan train --config cfg.yaml --out runs/ffhq --resume\n\n"
+             "  hifacegan train --data shards/ --out runs/tune --init G.safetensors --max-steps 5000\n\n"
              "  torchrun --nproc-per-node 8 -m cli.hifacegan_cli train --data shards/ --out runs/ddp")
 @errors
 def train(
@@ -42,6 +43,10 @@ def train(
     ckpt_every: Annotated[int | None, typer.Option(help=f"Checkpoint every N steps (default {DEFAULTS.ckpt_every}).")] = None,
     log_every: Annotated[int | None, typer.Option(help=f"Log every N steps (default {DEFAULTS.log_every}).")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for init, data order and flips (default {DEFAULTS.seed}).")] = None,
+    init: Annotated[str | None, typer.Option(help="Fine-tune: start G from this run folder, checkpoint or exported "
+                                             ".safetensors (its EMA weights when present); a new run, step 0.")] = None,
+    init_d: Annotated[bool | None, typer.Option("--init-d", help="With --init (a checkpoint): also start D from it "
+                                                "(default: D from scratch).")] = None,
 ) -> None:
     """Train HiFaceGAN from facedeg shards (streamed). Under torchrun, runs DDP (NCCL on GPU, gloo on CPU)."""
     overrides = {k: v for k, v in locals().items() if k != "config"}
@@ -58,11 +63,13 @@ def train(
 @app.command(epilog="Examples:\n\n"
              "  hifacegan restore photo.jpg --checkpoint runs/ffhq/checkpoints/latest.pt --out restored/\n\n"
              "  hifacegan restore faces/ --checkpoint model.pt --out restored/ --device cpu\n\n"
-             "  hifacegan restore photos/ --checkpoint model.pt --out restored/ --align --upscale 2 --save-faces crops/")
+             "  hifacegan restore photos/ --checkpoint model.pt --out restored/ --align --upscale 2 --save-faces crops/\n\n"
+             "  hifacegan restore faces/ --weights G.safetensors --out restored/")
 @errors
 def restore(
     input: Annotated[Path, typer.Argument(help="An image file or a folder of images (any size).")],
-    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (e.g. RUN/checkpoints/latest.pt).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "--weights", help="Run folder, training checkpoint "
+                                             "(e.g. RUN/checkpoints/latest.pt) or exported G.safetensors.")],
     out: Annotated[Path, typer.Option(help="Output folder (PNG files, same relative names).")],
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
     align: Annotated[bool, typer.Option("--align", help="Inputs are ordinary photos: detect each face, align it to "
@@ -104,14 +111,26 @@ def restore(
 
 @app.command(name="eval", epilog="Examples:\n\n"
              "  hifacegan eval --checkpoint runs/ffhq/checkpoints/latest.pt --data shards/\n\n"
-             "  hifacegan eval --checkpoint model.pt --data 'val-{000000..000003}.tar' --json eval.json\n\n"
+             "  hifacegan eval --checkpoint G.safetensors --data 'val-{000000..000003}.tar' --json eval.json --csv rows.csv\n\n"
+             "  hifacegan eval --checkpoint runs/ffhq --data shards/ --y-channel --crop-border 4\n\n"
+             "  hifacegan eval --pred restored/ --gt faces_hq/ --csv rows.csv\n\n"
              "  hifacegan eval --checkpoint model.pt --data shards/ --lpips-alexnet alexnet.pth --lpips-linear alex.pth\n\n"
              "  hifacegan eval --checkpoint model.pt --data shards/ --fid-inception pt_inception-2015-12-05-6726825d.pth")
 @errors
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint.")],
-    data: Annotated[str, typer.Option(help="Dataset DIR (its val shards) or a paired shard pattern.")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "--weights", help="Run folder, training "
+                                                    "checkpoint or exported G.safetensors (with --data).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset DIR (its val shards) or a paired shard pattern.")] = None,
+    pred: Annotated[Path | None, typer.Option(help="Folder of restored images to compare with --gt, no model "
+                                              "(files matched by relative path without extension).")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Folder of ground-truth images (with --pred).")] = None,
+    y_channel: Annotated[bool, typer.Option("--y-channel", help="PSNR/SSIM/MS-SSIM on the ITU-R BT.601 Y channel "
+                                            "(BasicSR's test_y_channel).")] = False,
+    crop_border: Annotated[int, typer.Option(min=0, help="Pixels dropped on each side before PSNR/SSIM/MS-SSIM.")] = 0,
+    no_round: Annotated[bool, typer.Option("--no-round", help="Score the model's float output instead of the "
+                                           "output rounded to uint8 (published tables round).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write one row per image here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N samples.")] = None,
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
@@ -123,39 +142,69 @@ def evaluate(
                                                        "(pt_inception-*.pth, see the last example), for FID.")] = None,
 ) -> None:
     """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS and FID of LQ and restored
-    output against HQ. Weight files are only read locally, never downloaded."""
+    output against HQ, computed as published tables do (on the output rounded to uint8); or of two
+    folders of images (--pred, --gt). Weight files are only read locally, never downloaded."""
     from rich.console import Console
     from rich.table import Table
 
+    from hifacegan.compare import compare_folders, folder_table, write_csv
+    from hifacegan.metrics import MetricSpec
     from hifacegan.restore import evaluate as run_eval
     from hifacegan.restore import format_table, load_fid, load_generator, load_lpips, pick_device, write_json
 
+    folders = pred is not None or gt is not None
+    if folders and (pred is None or gt is None):
+        fail("--pred and --gt go together: pass both folders")
+    if folders and (checkpoint is not None or data is not None or fid_inception is not None):
+        fail("--pred/--gt compare two folders without a model: drop --checkpoint, --data and --fid-inception")
+    if not folders and (checkpoint is None or data is None):
+        fail("pass --checkpoint and --data to evaluate a model, or --pred and --gt to compare two folders")
     if (lpips_alexnet is None) != (lpips_linear is None):
         fail("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
-    if json_path:
-        output_path(json_path, suffixes=None)  # a bad --json path fails now, not after the evaluation
-    lpips = load_lpips(lpips_alexnet, lpips_linear) if lpips_alexnet and lpips_linear else None
-    fid = load_fid(fid_inception) if fid_inception else None
-    G, info = load_generator(checkpoint, pick_device(device))
-    result = {"checkpoint": str(checkpoint), "model": info,
-              **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid)}
+    for path in (json_path, csv_path):
+        if path:
+            output_path(path, suffixes=None)  # a bad output path fails now, not after the evaluation
+    spec = MetricSpec(quantize=not no_round, y_channel=y_channel, crop_border=crop_border)
+    dev = pick_device(device)
+    lpips = load_lpips(lpips_alexnet, lpips_linear).to(dev) if lpips_alexnet and lpips_linear else None
+    console = Console(soft_wrap=True)
+    if folders:
+        result = compare_folders(pred, gt, spec, lpips)
+        header = f"eval: {result['samples']} image pairs, {pred} vs {gt}"
+        columns, rows = ("metric", "pred"), folder_table(result)
+    else:
+        fid = load_fid(fid_inception) if fid_inception else None
+        G, info = load_generator(checkpoint, dev)
+        result = {"checkpoint": str(checkpoint), "model": info,
+                  **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid, spec=spec)}
+        if fid is not None:
+            result["fid"]["weights"] = str(fid_inception)
+        header = (f"eval: {result['samples']} samples from {data} (model step {info['step']}, {info['weights']} "
+                  f"weights, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
+        columns, rows = ("metric", "LQ", "restored"), format_table(result)
     if lpips is not None:
         result["lpips"].update(alexnet=str(lpips_alexnet), linear=str(lpips_linear))
-    if fid is not None:
-        result["fid"]["weights"] = str(fid_inception)
-    console = Console(soft_wrap=True)
-    console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, "
-                  f"{info['variant']} ngf {info['ngf']} at {info['size']}px)", highlight=False)
+    console.print(f"{header}; {spec.describe(model_output=not folders)}", highlight=False)
     table = Table()
-    for col in ("metric", "LQ", "restored"):
+    for col in columns:
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for row in format_table(result):
+    for row in rows:
         table.add_row(*row)
     console.print(table)
-    if result["note"]:
+    for key in ("pred_only", "gt_only"):
+        names = result.get("unmatched", {}).get(key)
+        if names:
+            side = "--pred" if key == "pred_only" else "--gt"
+            console.print(f"warning: {len(names)} file(s) only in {side}, not scored: {', '.join(names[:5])}"
+                          + (" ..." if len(names) > 5 else ""), highlight=False)
+    if result.get("note"):
         console.print(result["note"], highlight=False)
-    if result["fid"] and result["fid"]["warning"]:
+    if result.get("fid") and result["fid"]["warning"]:
         console.print(f"warning: {result['fid']['warning']}", highlight=False)
+    per_image = result.pop("rows")
+    if csv_path:
+        write_output(csv_path, lambda path: write_csv(per_image, path))
+        console.print(f"wrote {csv_path} ({len(per_image)} rows)", highlight=False)
     if json_path:
         write_output(json_path, lambda path: write_json(result, path))
         console.print(f"wrote {json_path}", highlight=False)
@@ -192,6 +241,43 @@ def import_original(
     d = ck["config"].get("discriminator")
     typer.echo(f"imported {g['variant']} ngf {g['ngf']} (norm {g['norm']}, io_range {g['io_range']}, {g['size']}px)"
                + (f" and D ({d['num_d']} scales, ndf {d['ndf']})" if d else "") + f" into {out}")
+
+
+@app.command(epilog="Examples:\n\n"
+             "  hifacegan export runs/ffhq --out G.safetensors\n\n"
+             "  hifacegan export runs/ffhq/checkpoints/step_00100000.pt --out G.safetensors --onnx G.onnx\n\n"
+             "  hifacegan export runs/ffhq --out G_raw.safetensors --no-ema")
+@errors
+def export(
+    source: Annotated[Path, typer.Argument(help="Run folder (its checkpoints/latest.pt), training checkpoint, "
+                                           "or an exported .safetensors (to add --onnx).")],
+    out: Annotated[Path, typer.Option(help="Generator weights to write (.safetensors), with the config as metadata.")],
+    onnx: Annotated[Path | None, typer.Option(help="Also write an ONNX graph here (dynamic batch; needs the "
+                                              "onnx and onnxscript packages, the project's onnx extra).")] = None,
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset.")] = 18,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not the checkpoint's EMA one.")] = False,
+) -> None:
+    """Export the generator only (EMA weights by default): a small .safetensors file that restore, eval
+    and train --init read, and optionally an ONNX graph checked against PyTorch with onnxruntime."""
+    from hifacegan.export import (
+        build_from_weights,
+        export_onnx,
+        export_safetensors,
+        onnx_check,
+        onnx_summary,
+        read_weights,
+    )
+
+    output_path(out, suffixes=(".safetensors",))
+    if onnx is not None:
+        output_path(onnx, suffixes=(".onnx",))
+    w = read_weights(source, ema=not no_ema)
+    write_output(out, lambda path: export_safetensors(w, path))
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; {w.describe()})")
+    if onnx is not None:
+        G = build_from_weights(w)
+        write_output(onnx, lambda path: export_onnx(G, w, path, opset))
+        typer.echo(f"wrote {onnx} (opset {opset}, {onnx_summary(G)}; {onnx_check(onnx, G)})")
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ class TrainConfig:
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False
     resume: bool = False
+    init: str | None = None  # fine-tune from this run folder, checkpoint or exported generator
+    init_d: bool = False  # with init: also load its discriminator (a training checkpoint)
     # logging and checkpoints
     log_every: int = 50
     ckpt_every: int = 2000
@@ -161,6 +163,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
     if cfg.vgg_weights and not Path(cfg.vgg_weights).is_file():
         raise ConfigError(f"--vgg-weights: file not found: {cfg.vgg_weights}")
+    if cfg.init and not Path(cfg.init).exists():
+        raise ConfigError(f"--init: not found: {cfg.init}")
+    if cfg.init_d and not cfg.init:
+        raise ConfigError("--init-d loads the discriminator of the --init checkpoint: pass --init too")
     return cfg
 
 

@@ -21,14 +21,14 @@ from facedeg.crop import resize
 from facedeg.errors import ImageError
 from facedeg.faces.paste import PhotoResult
 from facedeg.imread import read_image
-from hifacegan.checkpoint import load_checkpoint, load_state
+from hifacegan.compare import image_scores, mean_rows
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
 from hifacegan.errors import HiFaceGANError
+from hifacegan.export import build_from_weights, read_weights
 from hifacegan.fid import FEATURES, MIN_SAMPLES, FeatureStats, InceptionV3Features, fid_from_stats
 from hifacegan.infer import run_generator
 from hifacegan.lpips import LPIPS
-from hifacegan.metrics import ms_ssim, psnr, ssim
-from hifacegan.models import build_generator
+from hifacegan.metrics import MetricSpec, quantize
 
 NO_BACKBONES = "not available without local backbone weight files (nothing is downloaded)"
 LPIPS_HINT = "--lpips-alexnet and --lpips-linear for LPIPS"
@@ -49,20 +49,14 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the generator from the architecture stored in a training checkpoint; eval mode."""
-    ck = load_checkpoint(path)
-    arch = ck["config"]["generator"]
-    try:
-        G = build_generator(**arch)
-    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sizes too large to allocate
-        raise HiFaceGANError(f"{path}: bad generator architecture {arch}: {str(exc).splitlines()[0]}") from None
-    try:
-        step = int(ck.get("step", 0))
-    except (TypeError, ValueError, RuntimeError):
-        raise HiFaceGANError(f"{path}: not a hifacegan training checkpoint (step is {ck['step']!r})") from None
-    load_state(G, ck["G"], "generator", path)
-    return G.to(device).eval(), {"step": step, **arch}
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   ema: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The generator of a run folder, a training checkpoint or an exported .safetensors file, in eval
+    mode; the EMA weights when the checkpoint has them and `ema` is True. `info["weights"]` says which
+    (ema | raw), `info["source"]` the file read."""
+    w = read_weights(path, ema=ema)
+    info = {"step": w.step, **w.arch, "weights": "ema" if w.ema else "raw", "source": str(w.source)}
+    return build_from_weights(w, device), info
 
 
 def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
@@ -241,48 +235,48 @@ def _batches(spec: str, size: int, batch_size: int, limit: int | None) -> Iterat
 
 def evaluate(G: torch.nn.Module, data: str, batch_size: int = 8, limit: int | None = None,
              on_progress: Callable[[int], None] | None = None, lpips: LPIPS | None = None,
-             fid: InceptionV3Features | None = None) -> dict[str, Any]:
+             fid: InceptionV3Features | None = None, spec: MetricSpec | None = None) -> dict[str, Any]:
     """Mean PSNR / SSIM / MS-SSIM (and LPIPS when `lpips` is given) of LQ and of the restored output
-    against HQ on paired shards (`data`: a dataset DIR (its val shards) or a shard pattern), and, when
-    `fid` (the Inception feature net) is given, the FID of the LQ set and of the restored set against the
-    HQ set, over all evaluated samples (features on the generator's device, statistics in float64)."""
+    against HQ on paired shards (`data`: a dataset DIR (its val shards) or a shard pattern), computed as
+    `spec` says (default: on the output rounded to uint8, RGB, no crop), one row per sample in "rows";
+    and, when `fid` (the Inception feature net) is given, the FID of the LQ set and of the restored set
+    against the HQ set, over all evaluated samples (features on the generator's device, statistics in
+    float64)."""
+    spec = spec or MetricSpec()
     device = next(G.parameters()).device
-    names = ("psnr", "ssim", "ms_ssim") + (("lpips",) if lpips is not None else ())
     if lpips is not None:
         lpips = lpips.to(device)
     if fid is not None:
         fid = fid.to(device)
     stats = {w: FeatureStats() for w in ("hq", "lq", "restored")} if fid is not None else {}
-    sums = {f"{n}_{w}": 0.0 for w in ("lq", "restored") for n in names}
-    count = 0
+    rows: list[dict[str, Any]] = []
     for batch in _batches(data, G.config["size"], batch_size, limit):
-        restored = run_generator(G, batch["lq"])
+        restored = run_generator(G, batch["lq"]).cpu().double()
+        if spec.quantize:
+            restored = quantize(restored)
         hq = batch["hq"].permute(0, 3, 1, 2).double() / 255
-        images = {"lq": batch["lq"].permute(0, 3, 1, 2).double() / 255, "restored": restored.cpu().double()}
-        for which, img in images.items():
-            sums[f"psnr_{which}"] += psnr(img, hq).clamp(max=100).sum().item()
-            sums[f"ssim_{which}"] += ssim(img, hq).sum().item()
-            sums[f"ms_ssim_{which}"] += ms_ssim(img, hq).sum().item()
-            if lpips is not None:
-                with torch.no_grad():
-                    sums[f"lpips_{which}"] += lpips(img.to(device).float(), hq.to(device).float()).sum().item()
+        images = {"lq": batch["lq"].permute(0, 3, 1, 2).double() / 255, "restored": restored}
+        try:
+            scores = {w: image_scores(img, hq, spec, lpips) for w, img in images.items()}
+        except ValueError as exc:
+            raise HiFaceGANError(f"{data}: {exc}") from None
+        for i, key in enumerate(batch["keys"]):
+            rows.append({"key": key, **{f"{n}_{w}": float(v[i]) for w, s in scores.items() for n, v in s.items()}})
         if fid is not None:
             with torch.no_grad():  # one pass over HQ, LQ and restored together
-                feats = fid(torch.cat([hq.to(device).float(), images["lq"].to(device).float(), restored]))
+                feats = fid(torch.cat([hq, images["lq"], restored]).to(device).float())
             for which, f in zip(("hq", "lq", "restored"), feats.split(len(hq)), strict=True):
                 stats[which].update(f)
-        count += len(hq)
         if on_progress:
-            on_progress(count)
-    if count == 0:
+            on_progress(len(rows))
+    if not rows:
         raise HiFaceGANError(f"{data}: no usable samples to evaluate")
-    metrics = {k: round(v / count, 4) for k, v in sums.items()}
     fid_result = _fid_result(stats) if fid is not None else None
     missing = (lpips is None, fid is None)
     note = {(True, True): NO_LPIPS_FID, (True, False): NO_LPIPS, (False, True): NO_FID}.get(missing)
-    return {"data": str(data), "samples": count, "metrics": metrics,
+    return {"data": str(data), "samples": len(rows), "metrics": mean_rows(rows), "spec": spec.to_dict(),
             "lpips": {"net": "alex", "version": "0.1"} if lpips is not None else None, "fid": fid_result,
-            "note": note}
+            "note": note, "rows": rows}
 
 
 def _fid_result(stats: dict[str, FeatureStats]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from hifacegan.data import (
     val_batches,
 )
 from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANError
+from hifacegan.export import init_models
 from hifacegan.infer import autocast_for, run_generator
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.metrics import psnr, ssim
@@ -87,6 +88,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     # ---------------------------------------------------------------- models, losses, optimisers
     G = build_generator(cfg.variant, cfg.ngf, cfg.size, cfg.norm).to(device, memory_format=fmt)
     D = MultiscaleDiscriminator(6, cfg.ndf, cfg.d_layers, cfg.num_d).to(device, memory_format=fmt)
+    latest = ckpt_dir / "latest.pt"
+    if cfg.init and not (cfg.resume and latest.is_file()):  # a resumed run has it all in its checkpoint
+        dist.print0(init_models(G, D, cfg.init, cfg.init_d))
     perceptual = None
     if cfg.vgg_weights:
         try:
@@ -109,7 +113,6 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     # ---------------------------------------------------------------- resume
     step = 0
     cursors: dict[int, Any] = {}  # loader worker -> the cursor of its newest batch (see hifacegan/data.py)
-    latest = ckpt_dir / "latest.pt"
     if cfg.resume and latest.is_file():
         ck = load_checkpoint(latest)
         lacking = [k for k in RESUME_KEYS if k not in ck]

@@ -108,11 +108,11 @@ def test_restore_never_overwrites_inputs_or_its_own_outputs(run):
 
 
 def test_restore_an_architecture_too_large_to_allocate_is_one_line(run, monkeypatch):
-    import hifacegan.restore as restore_mod
+    import hifacegan.export as export_mod
 
     def huge(**arch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory\nmore")
-    monkeypatch.setattr(restore_mod, "build_generator", huge)
+    monkeypatch.setattr(export_mod, "build_generator", huge)
     res = runner.invoke(app, ["restore", str(run[0]), "--checkpoint", str(run[2]), "--out", str(run[0] / "o_huge")])
     assert res.exit_code == 2 and "bad generator architecture" in res.output
     assert len(res.output.strip().splitlines()) == 1
@@ -123,7 +123,7 @@ def test_restore_an_architecture_too_large_to_allocate_is_one_line(run, monkeypa
      "error: shard not found: nowhere/train-000000.tar (and 3 more)"),
     (["train", "--data", "d", "--out", "x", "--size", "100"], "error: size must be a multiple of 32"),
     (["eval", "--checkpoint", "missing.pt", "--data", "d"], "error: checkpoint not found: missing.pt"),
-    (["eval", "--checkpoint", "adir", "--data", "d"], "error: checkpoint is a directory"),
+    (["eval", "--checkpoint", "adir", "--data", "d"], "error: adir: a folder without checkpoints/latest.pt"),
     (["eval", "--checkpoint", "random.pt", "--data", "d"], "error: random.pt: unreadable checkpoint (not a torch"),
     (["restore", "adir", "--checkpoint", "odd.pt", "--out", "o"], "error: odd.pt: not a hifacegan training checkpoint"),
     (["restore", "adir", "--checkpoint", "badarch.pt", "--out", "o"], "error: badarch.pt: bad generator architecture"),
