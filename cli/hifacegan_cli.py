@@ -40,7 +40,19 @@ def train(
                                                     "perceptual loss (without it: L1 pixel loss).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile G and D: ~2 min of compilation at the start, then ~1.7x the images/s on a GPU (use it for real runs).")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help=f"Checkpoint every N steps (default {DEFAULTS.ckpt_every}).")] = None,
-    log_every: Annotated[int | None, typer.Option(help=f"Log every N steps (default {DEFAULTS.log_every}).")] = None,
+    log_every: Annotated[int | None, typer.Option(help=f"Log losses, LRs, images/s every N steps (default {DEFAULTS.log_every}).")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate (PSNR, SSIM; LPIPS, FID with their files) every N steps "
+                                                  "(default: a tenth of --max-steps, at most 2000).")] = None,
+    sample_every: Annotated[int | None, typer.Option(help="Write a captioned LQ | output | HQ grid every N steps "
+                                                     "(default: a tenth of --max-steps, at most 1000).")] = None,
+    val_samples: Annotated[int | None, typer.Option(help=f"Val pairs per validation (default {DEFAULTS.val_samples}).")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help=f"EMA generator decay; validation, samples, restore and eval "
+                                                    f"use it; 0: no EMA (default {DEFAULTS.ema_decay}).")] = None,
+    lpips_alexnet: Annotated[str | None, typer.Option(help="Local AlexNet file: LPIPS at each validation (with --lpips-linear).")] = None,
+    lpips_linear: Annotated[str | None, typer.Option(help="Local LPIPS v0.1 linear-layer file (with --lpips-alexnet).")] = None,
+    fid_inception: Annotated[str | None, typer.Option(help="Local pytorch-fid Inception file: FID of the val outputs.")] = None,
+    wandb: Annotated[str | None, typer.Option(help="Also log to this Weights & Biases project (needs `pip install "
+                                              "wandb`; WANDB_MODE=offline works without network).")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for init, data order and flips (default {DEFAULTS.seed}).")] = None,
 ) -> None:
     """Train HiFaceGAN from facedeg shards (streamed). Under torchrun, runs DDP (NCCL on GPU, gloo on CPU)."""
@@ -64,6 +76,7 @@ def restore(
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint (e.g. RUN/checkpoints/latest.pt).")],
     out: Annotated[Path, typer.Option(help="Output folder (PNG files, same relative names).")],
     device: Annotated[str, typer.Option(help="auto | cuda | cpu.")] = "auto",
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not the checkpoint's EMA one.")] = False,
 ) -> None:
     """Restore face images with a trained generator; unreadable files are skipped with a message."""
     from rich.console import Console
@@ -71,7 +84,7 @@ def restore(
 
     from hifacegan.restore import load_generator, pick_device, restore_files
 
-    G, info = load_generator(checkpoint, pick_device(device))
+    G, info = load_generator(checkpoint, pick_device(device), ema=not no_ema)
     console = Console(stderr=True)  # the bar on stderr, only on a terminal: stdout keeps the summary alone
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("restore", total=None)
@@ -79,7 +92,7 @@ def restore(
     for s in result["skipped"]:
         typer.echo(f"skipped: {s['reason']}", err=True)
     typer.echo(f"restored {len(result['written'])} image(s) into {out} "
-               f"(model step {info['step']}, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
+               f"(model step {info['step']}, {info['weights']} G, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
 
 
 @app.command(name="eval", epilog="Examples:\n\n"
@@ -101,6 +114,7 @@ def evaluate(
                                                       "(lin0..lin4), for LPIPS (with --lpips-alexnet).")] = None,
     fid_inception: Annotated[Path | None, typer.Option(help="Local pytorch-fid Inception weights file "
                                                        "(pt_inception-*.pth, see the last example), for FID.")] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not the checkpoint's EMA one.")] = False,
 ) -> None:
     """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS and FID of LQ and restored
     output against HQ. Weight files are only read locally, never downloaded."""
@@ -116,7 +130,7 @@ def evaluate(
         output_path(json_path, suffixes=None)  # a bad --json path fails now, not after the evaluation
     lpips = load_lpips(lpips_alexnet, lpips_linear) if lpips_alexnet and lpips_linear else None
     fid = load_fid(fid_inception) if fid_inception else None
-    G, info = load_generator(checkpoint, pick_device(device))
+    G, info = load_generator(checkpoint, pick_device(device), ema=not no_ema)
     result = {"checkpoint": str(checkpoint), "model": info,
               **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid)}
     if lpips is not None:
@@ -124,7 +138,7 @@ def evaluate(
     if fid is not None:
         result["fid"]["weights"] = str(fid_inception)
     console = Console(soft_wrap=True)
-    console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, "
+    console.print(f"eval: {result['samples']} samples from {data} (model step {info['step']}, {info['weights']} G, "
                   f"{info['variant']} ngf {info['ngf']} at {info['size']}px)", highlight=False)
     table = Table()
     for col in ("metric", "LQ", "restored"):

@@ -19,7 +19,7 @@ import torch
 from facedeg.crop import resize
 from facedeg.errors import ImageError
 from facedeg.imread import read_image
-from hifacegan.checkpoint import load_checkpoint, load_state
+from hifacegan.checkpoint import generator_weights, load_checkpoint, load_state
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
 from hifacegan.errors import HiFaceGANError
 from hifacegan.fid import FEATURES, MIN_SAMPLES, FeatureStats, InceptionV3Features, fid_from_stats
@@ -47,8 +47,10 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the generator from the architecture stored in a training checkpoint; eval mode."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   ema: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the generator from the architecture stored in a training checkpoint, with its EMA weights
+    when it has them and `ema` (else the raw G's); eval mode. `info["weights"]` says which: ema | raw."""
     ck = load_checkpoint(path)
     arch = ck["config"]["generator"]
     try:
@@ -59,8 +61,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
         step = int(ck.get("step", 0))
     except (TypeError, ValueError, RuntimeError):
         raise HiFaceGANError(f"{path}: not a hifacegan training checkpoint (step is {ck['step']!r})") from None
-    load_state(G, ck["G"], "generator", path)
-    return G.to(device).eval(), {"step": step, **arch}
+    state, which = generator_weights(ck, ema)
+    load_state(G, state, "EMA generator" if which == "ema" else "generator", path)
+    return G.to(device).eval(), {"step": step, **arch, "weights": which}
 
 
 def restore_image(G: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
