@@ -234,15 +234,15 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                     G_val, model = (ema.model, "EMA") if ema else (G, "raw G")  # what restore will use
                     if validator is None:
                         validator = Validator(load_val(cfg, val_spec, batch), device, amp, lpips, fid)
-                    if step % cfg.sample_every == 0:
-                        grid = validator.grid(G_val, step, model)
-                        write_png(grid, run_dir / "samples" / f"step_{step:08d}.png")
-                        board.image("samples", grid, step, f"LQ | output ({model}) | HQ, step {step}")
                     if step % cfg.val_every == 0 and val_spec:
                         record = {**validator.validate(G_val, step), "model": model}
                         bar.print(val_line(record))
                         log_file.write(json.dumps(record) + "\n")
                         board.log(record)
+                    if step % cfg.sample_every == 0:
+                        grid = validator.grid(G_val, step, model)
+                        write_png(grid, run_dir / "samples" / f"step_{step:08d}.png")
+                        board.image("samples", grid, step, f"LQ | output ({model}) | HQ, step {step}")
                 if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                     states = dist.all_gather_objects(get_rng_state())
                     if dist.is_main():
@@ -281,7 +281,7 @@ def val_line(record: dict[str, Any]) -> str:
              for name, key, digits, unit in (("PSNR", "psnr", 2, " dB"), ("SSIM", "ssim", 4, ""),
                                              ("LPIPS", "lpips", 4, ""), ("FID", "fid", 2, ""))
              if f"val_{key}" in record]
-    return f"val step {record['step']} ({record['model']}): " + ", ".join(parts)
+    return f"val step {record['step']}: " + ", ".join(parts) + f" [{record['model']}]"
 
 
 class Progress:
