@@ -196,7 +196,7 @@ def test_cli_options_reach_the_run(shards, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--wandb", "proj"], "--wandb: the wandb package is not installed (pip install wandb)"),
+    (["--wandb", "proj"], "--wandb: the wandb package is not installed (pip install wandb), or leave out --wandb"),
     (["--ema-decay", "1"], "ema_decay must be in (0, 1), or 0 for no EMA generator, got 1.0"),
     (["--lpips-alexnet", "x.pth"], "--lpips-alexnet: file not found: x.pth"),
 ])
