@@ -10,6 +10,7 @@ curves have no doubled stretch.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class Board:
             import wandb
 
             id_file = run_dir / WANDB_ID_FILE  # the same W&B run again after --resume
-            run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
             id_file.write_text(run_id + "\n")
             self.wandb = wandb.init(project=wandb_project, dir=str(run_dir), name=run_dir.name, id=run_id,
                                     resume="allow", config=config)
