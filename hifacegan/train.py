@@ -46,7 +46,7 @@ from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANE
 from hifacegan.infer import autocast_for
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
-from hifacegan.validation import Validator, load_metric_nets, load_val, write_png
+from hifacegan.validation import Validator, load_metric_nets, load_val, val_line, write_png
 
 
 def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> dict[str, Any]:
@@ -259,6 +259,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         bar.close()
         if log_file:
             log_file.close()
+        if board:
             board.close()
 
     reads = dist.all_gather_objects(sorted(shards_read))
@@ -272,16 +273,6 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
 
 # ---------------------------------------------------------------------------- val, samples, progress
-
-
-def val_line(record: dict[str, Any]) -> str:
-    """One console line for a validation record: each metric with LQ's in parentheses."""
-    parts = [f"{name} {record[f'val_{key}']:.{digits}f}{unit}"
-             + (f" (LQ {record[f'val_{key}_lq']:.{digits}f})" if f"val_{key}_lq" in record else "")
-             for name, key, digits, unit in (("PSNR", "psnr", 2, " dB"), ("SSIM", "ssim", 4, ""),
-                                             ("LPIPS", "lpips", 4, ""), ("FID", "fid", 2, ""))
-             if f"val_{key}" in record]
-    return f"val step {record['step']}: " + ", ".join(parts) + f" [{record['model']}]"
 
 
 class Progress:

@@ -117,6 +117,16 @@ class Validator:
         return np.ascontiguousarray(np.concatenate(rows, axis=0))
 
 
+def val_line(record: dict[str, Any]) -> str:
+    """One console line for a validation record: each metric with LQ's in parentheses."""
+    parts = [f"{name} {record[f'val_{key}']:.{digits}f}{unit}"
+             + (f" (LQ {record[f'val_{key}_lq']:.{digits}f})" if f"val_{key}_lq" in record else "")
+             for name, key, digits, unit in (("PSNR", "psnr", 2, " dB"), ("SSIM", "ssim", 4, ""),
+                                             ("LPIPS", "lpips", 4, ""), ("FID", "fid", 2, ""))
+             if f"val_{key}" in record]
+    return f"val step {record['step']}: " + ", ".join(parts) + f" [{record['model']}]"
+
+
 def caption_band(text: str, width: int, size: int) -> np.ndarray:
     """A black band with `text` in white, sized for tiles of `size` pixels."""
     height = max(16, size // 16)
