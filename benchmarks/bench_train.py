@@ -11,6 +11,10 @@ CPU part (no GPU, or --cpu): 128x128, ngf 16, batch 1/2, fp32, no compile, 2 wor
 Each training row: `--warmup` steps (not timed: cuDNN autotuning, compilation), then `--steps` timed.
 Rows run in the order given (ngf, then compile, precision, batch); `--deadline S` starts no new row after
 S seconds, so a short GPU lease still returns the rows that matter first.
+`--overhead` (on by default in the CPU part) prices what watching a run adds to each step: the EMA update
+of G and one log record (log.jsonl + TensorBoard), timed in-process on the real models and divided by
+the step time the trainer measured in the same run, plus an A/B of whole runs (EMA + logging every step
+vs. no EMA and no per-step logging), alternated to spread machine noise over both.
 The perceptual loss runs with a randomly initialised VGG19 (`--vgg random`, the default: same compute as
 real weights, nothing downloaded); `--vgg none` times the L1 fallback instead.
 """
@@ -33,9 +37,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hifacegan.board import Board  # noqa: E402
 from hifacegan.config import resolve_config  # noqa: E402
 from hifacegan.data import train_loader  # noqa: E402
-from hifacegan.models import VGG19Features  # noqa: E402
+from hifacegan.ema import EMA  # noqa: E402
+from hifacegan.models import VGG19Features, build_generator  # noqa: E402
 from hifacegan.train import train  # noqa: E402
 
 
@@ -70,13 +76,14 @@ def build_shards(out: Path, size: int) -> Path:
 
 
 def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, precision: str, compile: bool,
-                warmup: int, steps: int, workers: int, vgg: Path | None) -> dict:
+                warmup: int, steps: int, workers: int, vgg: Path | None, ema_decay: float = 0.999) -> dict:
     run = tmp / f"run_ngf{ngf}_b{batch}_{precision}{'_compiled' if compile else ''}"
     cfg = resolve_config(None, dict(data=str(shards), out=str(run), size=size, ngf=ngf, ndf=64,
                                     vgg_weights=str(vgg) if vgg else None,
                                     batch_size=batch, max_steps=warmup + steps + 1, log_every=warmup,
                                     ckpt_every=10**9, sample_every=10**9, val_every=10**9, workers=workers,
-                                    precision=precision, compile=compile))
+                                    precision=precision, compile=compile,
+                                    ema_decay=ema_decay))
     row = {"size": size, "ngf": ngf, "batch": batch, "precision": precision, "compile": compile,
            "vgg": "random" if vgg else "off (L1)"}
     t0 = time.perf_counter()
@@ -95,6 +102,46 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
     return {**row, "img_per_s": sum(r["img_per_s"] for r in timed) / len(timed),
             "data_wait": f"{100 * sum(r['data_wait'] for r in timed) / len(timed):.1f}%",
             "peak_mem_gb": timed[-1].get("peak_mem_gb"), "row_s": time.perf_counter() - t0}
+
+
+def bench_overhead(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, workers: int, vgg: Path | None,
+                   steps: int, repeats: int = 2) -> dict:
+    """EMA + logging per step: the parts timed alone on the real models, as a share of the step time the
+    trainer measured in the same run; and whole runs with and without them (alternated)."""
+    kw = dict(size=size, ngf=ngf, batch=batch, precision="fp32", compile=False, workers=workers, vgg=vgg)
+    on, off = [], []
+    for _ in range(repeats):  # "on": EMA and a log record every step; "off": neither (one record per window)
+        on.append(bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"])
+        off.append(bench_train(shards, tmp, warmup=steps, steps=steps, ema_decay=0.0, **kw)["img_per_s"])
+    step_ms = 1000 * batch / (sum(on) / len(on))
+    torch.manual_seed(0)
+    G = build_generator("hifacegan", ngf, size)
+    ema = EMA(G, 0.999)
+    n = 20
+    t0 = time.perf_counter()
+    for i in range(n):
+        ema.update(G, 1000 + i)
+    ema_ms = 1000 * (time.perf_counter() - t0) / n
+    record = {"event": "train", "step": 0, "g_gan": 0.5, "g_feat": 1.2, "g_vgg": 3.4, "d_real": 0.25,
+              "d_fake": 0.25, "lr_g": 1e-4, "lr_d": 4e-4, "img_per_s": 3.5, "data_wait": 0.01, "skipped": 0,
+              "time": time.time()}
+    board = Board(tmp / "board", 0, {}, None)
+    n = 200
+    with open(tmp / "board" / "log.jsonl", "a") as log_file:
+        t0 = time.perf_counter()
+        for i in range(n):  # what the trainer does per logged step
+            line = {**record, "step": i + 1}
+            log_file.write(json.dumps(line) + "\n")
+            log_file.flush()
+            board.log(line)
+        board.close()  # the writer's queue drained: all n records are on disk
+        log_ms = 1000 * (time.perf_counter() - t0) / n
+    shutil.rmtree(tmp / "board")
+    return {"size": size, "ngf": ngf, "batch": batch, "G_params_M": sum(p.numel() for p in G.parameters()) / 1e6,
+            "step_ms": step_ms, "ema_ms": ema_ms, "log_ms": log_ms,
+            "share": f"{100 * (ema_ms + log_ms) / step_ms:.2f}%",
+            "img_per_s_on": sum(on) / len(on), "img_per_s_off": sum(off) / len(off),
+            "runs": f"on {', '.join(f'{x:.2f}' for x in on)}; off {', '.join(f'{x:.2f}' for x in off)}"}
 
 
 def bench_loader(shards: Path, *, size: int, workers: int, batch: int = 8, batches: int = 24) -> float:
@@ -133,6 +180,8 @@ def main() -> None:
                     help="perceptual loss with a random-init VGG19 (same cost as real weights) or the L1 fallback")
     ap.add_argument("--shards", type=Path, help="build the shards here (or reuse them) instead of a temp folder")
     ap.add_argument("--deadline", type=float, default=float("inf"), help="start no new row after this many seconds")
+    ap.add_argument("--overhead", choices=["on", "off"], help="EMA + logging cost per step (default: on in the CPU part)")
+    ap.add_argument("--overhead-steps", type=int, default=8, help="timed steps per overhead run")
     ap.add_argument("--md", type=Path, help="also write the results as Markdown here")
     args = ap.parse_args()
 
@@ -146,7 +195,7 @@ def main() -> None:
         ap.error("--steps must be a multiple of --warmup")
     where = machine()
     print(f"machine: {where}", flush=True)
-    rows, loader_rows, skipped = [], [], []
+    rows, loader_rows, skipped, overhead = [], [], [], []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -159,6 +208,10 @@ def main() -> None:
                                     "samples_per_s": bench_loader(shards, size=size, workers=w)})
                 print(loader_rows[-1], flush=True)
         shards = build_shards(shard_root / f"shards{opt['size']}", opt["size"])
+        if (args.overhead or ("off" if gpu else "on")) == "on":
+            overhead.append(bench_overhead(shards, tmp, size=opt["size"], ngf=opt["ngf"][0], batch=opt["batch"][0],
+                                           workers=opt["workers"], vgg=vgg, steps=args.overhead_steps))
+            print(overhead[-1], flush=True)
         for ngf in opt["ngf"]:
             for comp in opt["compile"]:
                 for prec in opt["precision"]:
@@ -176,6 +229,10 @@ def main() -> None:
           f"shards from `facedeg build --recipe mixed` at {opt['size']}px.\n\n"
           + table(rows, ["size", "ngf", "batch", "precision", "compile", "vgg", "img_per_s", "data_wait",
                          "peak_mem_gb", "row_s"])
+          + ("\n\n#### EMA + logging per step\n\n" + table(overhead, ["size", "ngf", "batch", "G_params_M", "step_ms",
+                                                                     "ema_ms", "log_ms", "share", "img_per_s_on",
+                                                                     "img_per_s_off", "runs"])
+             if overhead else "")
           + (f"\n\nNot run (past --deadline): {'; '.join(skipped)}" if skipped else "")
           + ("\n\n#### Loader alone (batches of 8)\n\n" + table(loader_rows, ["size", "workers", "samples_per_s"])
              if loader_rows else "") + "\n")

@@ -41,7 +41,19 @@ def train(
                                                     "perceptual loss (without it: L1 pixel loss).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile G and D: ~2 min of compilation at the start, then ~1.7x the images/s on a GPU (use it for real runs).")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help=f"Checkpoint every N steps (default {DEFAULTS.ckpt_every}).")] = None,
-    log_every: Annotated[int | None, typer.Option(help=f"Log every N steps (default {DEFAULTS.log_every}).")] = None,
+    log_every: Annotated[int | None, typer.Option(help=f"Log losses, LRs, images/s every N steps (default {DEFAULTS.log_every}).")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate (PSNR, SSIM; LPIPS, FID with their files) every N steps "
+                                                  "(default: a tenth of --max-steps, at most 2000).")] = None,
+    sample_every: Annotated[int | None, typer.Option(help="Write a captioned LQ | output | HQ grid every N steps "
+                                                     "(default: a tenth of --max-steps, at most 1000).")] = None,
+    val_samples: Annotated[int | None, typer.Option(help=f"Val pairs per validation (default {DEFAULTS.val_samples}).")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help=f"EMA generator decay; validation, samples, restore and eval "
+                                                    f"use it; 0: no EMA (default {DEFAULTS.ema_decay}).")] = None,
+    lpips_alexnet: Annotated[str | None, typer.Option(help="Local AlexNet file: LPIPS at each validation (with --lpips-linear).")] = None,
+    lpips_linear: Annotated[str | None, typer.Option(help="Local LPIPS v0.1 linear-layer file (with --lpips-alexnet).")] = None,
+    fid_inception: Annotated[str | None, typer.Option(help="Local pytorch-fid Inception file: FID of the val outputs.")] = None,
+    wandb: Annotated[str | None, typer.Option(help="Also log to this Weights & Biases project (needs `pip install "
+                                              "wandb`; WANDB_MODE=offline works without network).")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for init, data order and flips (default {DEFAULTS.seed}).")] = None,
     init: Annotated[str | None, typer.Option(help="Fine-tune: start G from this run folder, checkpoint or exported "
                                              ".safetensors (its EMA weights when present); a new run, step 0.")] = None,
@@ -82,6 +94,7 @@ def restore(
                                                     "restored face into this folder.")] = None,
     skip_no_face: Annotated[bool, typer.Option("--skip-no-face", help="With --align: do not write photos without a "
                                                "detectable face (default: written unrestored).")] = False,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not the checkpoint's EMA one.")] = False,
 ) -> None:
     """Restore face images with a trained generator; unreadable files are skipped with a message."""
     from rich.console import Console
@@ -92,7 +105,7 @@ def restore(
     if not align and (only_largest or upscale != 1 or save_faces is not None or skip_no_face):
         fail("--only-largest, --upscale, --save-faces and --skip-no-face need --align")
     options = AlignRestore(only_largest, upscale, save_faces, skip_no_face) if align else None
-    G, info = load_generator(checkpoint, pick_device(device))
+    G, info = load_generator(checkpoint, pick_device(device), ema=not no_ema)
     console = Console(stderr=True)  # the bar on stderr, only on a terminal: stdout keeps the summary alone
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("restore", total=None)
@@ -106,7 +119,7 @@ def restore(
         typer.echo(f"faces restored: {sum(result['faces'].values())} in {with_faces} photo(s)"
                    + (f", aligned crops in {save_faces}" if save_faces else ""))
     typer.echo(f"restored {len(result['written'])} image(s) into {out} "
-               f"(model step {info['step']}, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
+               f"(model step {info['step']}, {info['weights']} G, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
 
 
 @app.command(name="eval", epilog="Examples:\n\n"
@@ -140,6 +153,7 @@ def evaluate(
                                                       "(lin0..lin4), for LPIPS (with --lpips-alexnet).")] = None,
     fid_inception: Annotated[Path | None, typer.Option(help="Local pytorch-fid Inception weights file "
                                                        "(pt_inception-*.pth, see the last example), for FID.")] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not the checkpoint's EMA one.")] = False,
 ) -> None:
     """PSNR, SSIM (11x11 Gaussian, sigma 1.5), MS-SSIM and optionally LPIPS and FID of LQ and restored
     output against HQ, computed as published tables do (on the output rounded to uint8); or of two
@@ -174,7 +188,7 @@ def evaluate(
         columns, rows = ("metric", "pred"), folder_table(result)
     else:
         fid = load_fid(fid_inception) if fid_inception else None
-        G, info = load_generator(checkpoint, dev)
+        G, info = load_generator(checkpoint, dev, ema=not no_ema)
         result = {"checkpoint": str(checkpoint), "model": info,
                   **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid, spec=spec)}
         if fid is not None:

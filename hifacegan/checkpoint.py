@@ -2,7 +2,8 @@
 folder's lock (one trainer per run folder).
 
 A checkpoint holds G, D, both optimizers and schedulers, the step, every rank's RNG states and the
-resolved config with the architecture arguments (enough to rebuild both models).
+resolved config with the architecture arguments (enough to rebuild both models); and `G_ema`, the EMA
+generator, unless the run has `ema_decay: 0`. `generator_weights` picks the generator to use from it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hifacegan.errors import CheckpointError, ConfigError
 from hifacegan.weights import UnreadableFile, torch_load
 
 RESUME_KEYS = ("G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "step", "rng")
+EMA_KEY = "G_ema"
 LOCK_FILE = ".hifacegan-train.lock"
 
 
@@ -137,3 +139,11 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str
         parts += [f"unexpected {', '.join(extra[:3])}"] if extra else []
         raise CheckpointError(f"{source}: {what} is from another architecture: {'; '.join(parts)}")
     model.load_state_dict(state)
+
+
+def generator_weights(ck: dict[str, Any], ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+    """The generator to use from a training checkpoint and which one it is: its EMA generator ("ema")
+    when it has one and `ema` is true (the default of restore, eval, export), else the raw G ("raw")."""
+    if ema and isinstance(ck.get(EMA_KEY), dict):
+        return ck[EMA_KEY], "ema"
+    return ck["G"], "raw"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,14 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 2000
     keep_ckpts: int = 3
-    sample_every: int = 1000  # PNG grid of a fixed val batch
-    val_every: int = 2000  # val PSNR/SSIM
+    sample_every: int | None = None  # captioned LQ | output | HQ grid; default: see auto_every
+    val_every: int | None = None  # val PSNR/SSIM (+ LPIPS, FID with their files); default: see auto_every
     val_samples: int = 64
+    lpips_alexnet: str | None = None  # with lpips_linear: LPIPS at each validation
+    lpips_linear: str | None = None
+    fid_inception: str | None = None  # FID of the val outputs at each validation
+    ema_decay: float = 0.999  # EMA generator (validation, samples, restore, eval use it); 0: off
+    wandb: str | None = None  # also log to this Weights & Biases project (needs the wandb package)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -83,6 +89,7 @@ CHOICES = {
 POSITIVE = ("workers", "size", "ngf", "ndf", "d_layers", "num_d", "batch_size", "max_steps", "log_every",
             "ckpt_every", "keep_ckpts", "sample_every", "val_every", "shuffle_buffer", "val_samples")
 LOSS_PREFIX = "w_"
+OPTIONAL_INTS = ("val_every", "sample_every")  # None: a default worked out from others
 
 
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:
@@ -124,7 +131,7 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"expected true/false, got {value!r}")
         return value
-    if isinstance(default, int):
+    if isinstance(default, int) or key in OPTIONAL_INTS:
         if isinstance(value, bool) or not float(value).is_integer():
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value)
@@ -137,7 +144,19 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     return str(value)
 
 
+AUTO_EVERY = {"val_every": 2000, "sample_every": 1000}  # the most steps between two, on long runs
+
+
+def auto_every(max_steps: int, cap: int) -> int:
+    """The default validation / sample cadence: ten per run (the first at 10 % of it), at least every
+    `cap` steps. A 1000-step run shows 10 of each, a 250k-step one validates every 2000 steps."""
+    return max(1, min(cap, max_steps // 10))
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
+    for key, cap in AUTO_EVERY.items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, auto_every(cfg.max_steps, cap))
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR|PATTERN (or 'data:' in the config file)")
     if not cfg.out:
@@ -161,8 +180,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"size must be a multiple of 32 and at least 64, got {cfg.size}")
     if not 0.0 <= cfg.decay_start <= 1.0:
         raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
-    if cfg.vgg_weights and not Path(cfg.vgg_weights).is_file():
-        raise ConfigError(f"--vgg-weights: file not found: {cfg.vgg_weights}")
+    for key in ("vgg_weights", "lpips_alexnet", "lpips_linear", "fid_inception"):
+        if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
+            raise ConfigError(f"--{key.replace('_', '-')}: file not found: {getattr(cfg, key)}")
+    if (cfg.lpips_alexnet is None) != (cfg.lpips_linear is None):
+        raise ConfigError("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
+    if not (cfg.ema_decay == 0 or 0 < cfg.ema_decay < 1):
+        raise ConfigError(f"ema_decay must be in (0, 1), or 0 for no EMA generator, got {cfg.ema_decay}")
+    if cfg.wandb is not None and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--wandb: the wandb package is not installed (pip install wandb), or leave out --wandb")
     if cfg.init and not Path(cfg.init).exists():
         raise ConfigError(f"--init: not found: {cfg.init}")
     if cfg.init_d and not cfg.init:

@@ -17,13 +17,12 @@ from typing import Any
 import torch
 
 from facedeg.files import atomic_file
-from hifacegan.checkpoint import load_checkpoint, load_state
+from hifacegan.checkpoint import generator_weights, load_checkpoint, load_state
 from hifacegan.errors import CheckpointError, HiFaceGANError
 from hifacegan.models import build_generator
 
 FORMAT = "hifacegan-generator"
 FORMAT_VERSION = "1"
-EMA_KEY = "G_ema"  # the EMA generator's state in a training checkpoint (see hifacegan/ema.py)
 ONNX_OPSET = 18
 ONNX_INPUT, ONNX_OUTPUT = "lq", "restored"
 ONNX_TOLERANCE = 1e-3  # max |onnxruntime - PyTorch| accepted on the [-1, 1] or [0, 1] output scale
@@ -87,13 +86,13 @@ def read_weights(path: str | Path, ema: bool = True) -> GeneratorWeights:
     if is_safetensors(p):
         return _read_exported(p)
     ck = load_checkpoint(p)
-    use_ema = ema and isinstance(ck.get(EMA_KEY), dict)
+    state, which = generator_weights(ck, ema)
     try:
         step = int(ck.get("step", 0))
     except (TypeError, ValueError, RuntimeError):
         raise CheckpointError(f"{p}: not a hifacegan training checkpoint (step is {ck['step']!r})") from None
-    return GeneratorWeights(state=ck[EMA_KEY] if use_ema else ck["G"], arch=dict(ck["config"]["generator"]),
-                            step=step, ema=use_ema, source=p, checkpoint=ck)
+    return GeneratorWeights(state=state, arch=dict(ck["config"]["generator"]),
+                            step=step, ema=which == "ema", source=p, checkpoint=ck)
 
 
 def _read_exported(p: Path) -> GeneratorWeights:

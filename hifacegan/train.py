@@ -3,8 +3,10 @@
     hifacegan train --data shards/ --out runs/ffhq512 --ngf 48 --batch-size 2
     torchrun --nproc-per-node 8 -m cli.hifacegan_cli train --data shards/ --out runs/ffhq512
 
-Read top to bottom: setup, data, models, resume, the loop (G step, D step), then logging, samples,
-validation and checkpoints. Checkpoint helpers are in `hifacegan/checkpoint.py`.
+Read top to bottom: setup, data, models, resume, the loop (G step, D step, EMA), then logging, samples,
+validation and checkpoints. Checkpoint helpers are in `hifacegan/checkpoint.py`, the EMA generator in
+`hifacegan/ema.py`, validation and sample grids in `hifacegan/validation.py`, TensorBoard / W&B in
+`hifacegan/board.py`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from facedeg.seeds import derive_seed
 from hifacegan import dist
+from hifacegan.board import Board
 from hifacegan.checkpoint import (
+    EMA_KEY,
     RESUME_KEYS,
     get_rng_state,
     load_checkpoint,
@@ -40,14 +43,14 @@ from hifacegan.data import (
     skipped_total,
     stream_state,
     to_device,
-    val_batches,
 )
+from hifacegan.ema import EMA
 from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANError
 from hifacegan.export import init_models
-from hifacegan.infer import autocast_for, run_generator
+from hifacegan.infer import autocast_for
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
-from hifacegan.metrics import psnr, ssim
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
+from hifacegan.validation import Validator, load_metric_nets, load_val, val_line, write_png
 
 
 def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> dict[str, Any]:
@@ -109,6 +112,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_factor)
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_factor)
+    ema = EMA(G, cfg.ema_decay) if cfg.ema_decay and dist.is_main() else None  # rank 0 validates and saves
+    lpips, fid = load_metric_nets(cfg)
 
     # ---------------------------------------------------------------- resume
     step = 0
@@ -124,6 +129,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         opt_d.load_state_dict(ck["opt_d"])
         sched_g.load_state_dict(ck["sched_g"])
         sched_d.load_state_dict(ck["sched_d"])
+        if ema is not None:  # a checkpoint from before EMA (or with ema_decay 0): start the average from G
+            load_state(ema.model, ck.get(EMA_KEY, ck["G"]), "EMA generator", latest)
         step = int(ck["step"])
         set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         cursors, note = resume_cursors(ck.get("data"), rank, world, cfg.workers)
@@ -140,7 +147,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     d_train = DDP(d_model, device_ids=[device.index] if cuda else None) if world > 1 else d_model
 
     # ---------------------------------------------------------------- logging (rank 0)
-    log_file = None
+    log_file = board = None
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(run_config(cfg, G, D), indent=1))
@@ -153,8 +160,12 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         dist.print0("perceptual loss: VGG19 from " + cfg.vgg_weights if perceptual else
                     "perceptual loss: off (no --vgg-weights); using an L1 pixel loss instead "
                     f"(weight {cfg.w_l1})")
+        board = Board(run_dir, step, run_config(cfg, G, D), cfg.wandb)
+        dist.print0(f"validation every {cfg.val_every} steps, samples every {cfg.sample_every}, with "
+                    + (f"the EMA generator (decay {cfg.ema_decay})" if ema else "the raw generator (no EMA)")
+                    + f"; watch: tensorboard --logdir {run_dir.parent}")
     bar = Progress(cfg.max_steps, step, enabled=progress and dist.is_main())
-    val_cache: list[dict[str, Any]] | None = None
+    validator: Validator | None = None
     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
     shards_read: set[str] = set()
     last: dict[str, Any] = {}
@@ -185,6 +196,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                 g_loss.backward()
                 opt_g.step()
                 sched_g.step()
+                if ema is not None:
+                    ema.update(G, step)
 
                 # D step: real vs fake (detached) in one batch through the DDP-wrapped D
                 D.requires_grad_(True)
@@ -217,17 +230,21 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                     if log_file:
                         log_file.write(json.dumps(last) + "\n")
                         log_file.flush()
+                        board.log(last)
                 bar.update(step, losses, last)
                 if dist.is_main() and (step % cfg.sample_every == 0 or step % cfg.val_every == 0):
-                    if val_cache is None:
-                        val_cache = load_val(cfg, val_spec, batch)
-                    if step % cfg.sample_every == 0:
-                        write_grid(G, val_cache[0], amp, run_dir / "samples" / f"step_{step:08d}.png")
+                    G_val, model = (ema.model, "EMA") if ema else (G, "raw G")  # what restore will use
+                    if validator is None:
+                        validator = Validator(load_val(cfg, val_spec, batch), device, amp, lpips, fid)
                     if step % cfg.val_every == 0 and val_spec:
-                        record = validate(G, val_cache, amp, step)
-                        bar.print(f"val step {step}: PSNR {record['val_psnr']:.2f} dB (LQ {record['val_psnr_lq']:.2f})"
-                                  f", SSIM {record['val_ssim']:.4f} (LQ {record['val_ssim_lq']:.4f})")
+                        record = {**validator.validate(G_val, step), "model": model}
+                        bar.print(val_line(record))
                         log_file.write(json.dumps(record) + "\n")
+                        board.log(record)
+                    if step % cfg.sample_every == 0:
+                        grid = validator.grid(G_val, step, model)
+                        write_png(grid, run_dir / "samples" / f"step_{step:08d}.png")
+                        board.image("samples", grid, step, f"LQ | output ({model}) | HQ, step {step}")
                 if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                     states = dist.all_gather_objects((get_rng_state(), stream_state(cursors, world, cfg.workers)))
                     if dist.is_main():
@@ -235,7 +252,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                                  "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
                                  "sched_d": sched_d.state_dict(), "step": step,
                                  "rng": [s[0] for s in states], "data": [s[1] for s in states],
-                                 "config": run_config(cfg, G, D)}
+                                 "config": run_config(cfg, G, D), **({EMA_KEY: ema.state_dict()} if ema else {})}
                         path = save_checkpoint(state, ckpt_dir, step, cfg.keep_ckpts)
                         bar.print(f"checkpoint: {path}")
                     dist.barrier()
@@ -245,6 +262,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         bar.close()
         if log_file:
             log_file.close()
+        if board:
+            board.close()
 
     reads = dist.all_gather_objects(sorted(shards_read))
     if dist.is_main():
@@ -257,40 +276,6 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
 
 # ---------------------------------------------------------------------------- val, samples, progress
-
-
-def load_val(cfg: TrainConfig, val_spec: str | None, fallback: dict[str, Any]) -> list[dict[str, Any]]:
-    """The first cfg.val_samples val pairs (kept in memory as uint8); without val data, one train batch."""
-    if val_spec:
-        cached = list(val_batches(val_spec, cfg.size, min(cfg.batch_size * 2, cfg.val_samples),
-                                  limit=cfg.val_samples, seed=cfg.seed, degrade=cfg.degrade))
-        if cached:
-            return cached
-        dist.print0(f"warning: no usable val samples in {val_spec}; the sample grid uses a train batch")
-    return [{"lq": fallback["lq"].clone(), "hq": fallback["hq"].clone()}]
-
-
-def validate(G: torch.nn.Module, batches: list[dict[str, Any]], bf16: bool, step: int) -> dict[str, Any]:
-    sums = {"val_psnr": 0.0, "val_ssim": 0.0, "val_psnr_lq": 0.0, "val_ssim_lq": 0.0}
-    n = 0
-    for b in batches:
-        out = run_generator(G, b["lq"], bf16).cpu()
-        hq, lq = (b[k].permute(0, 3, 1, 2).double() / 255 for k in ("hq", "lq"))
-        sums["val_psnr"] += psnr(out, hq).clamp(max=100).sum().item()
-        sums["val_ssim"] += ssim(out, hq).sum().item()
-        sums["val_psnr_lq"] += psnr(lq, hq).clamp(max=100).sum().item()
-        sums["val_ssim_lq"] += ssim(lq, hq).sum().item()
-        n += len(hq)
-    return {"event": "val", "step": step, "val_samples": n, **{k: round(v / n, 4) for k, v in sums.items()}}
-
-
-def write_grid(G: torch.nn.Module, batch: dict[str, Any], bf16: bool, path: Path) -> None:
-    """Rows: LQ / output / HQ for (up to) the first 4 samples of `batch`."""
-    lq, hq = batch["lq"][:4], batch["hq"][:4]
-    out = (run_generator(G, lq, bf16).cpu() * 255).round().byte().permute(0, 2, 3, 1)
-    rows = [np.concatenate(list(t.numpy()), axis=1) for t in (lq, out, hq)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
 class Progress:
