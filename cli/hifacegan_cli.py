@@ -193,8 +193,8 @@ def evaluate(
                   **run_eval(G, data, batch_size, limit, lpips=lpips, fid=fid, spec=spec)}
         if fid is not None:
             result["fid"]["weights"] = str(fid_inception)
-        header = (f"eval: {result['samples']} samples from {data} (model step {info['step']}, {info['weights']} "
-                  f"weights, {info['variant']} ngf {info['ngf']} at {info['size']}px)")
+        header = (f"eval: {result['samples']} samples from {data} (model step {info['step']}, {info['weights']} G, "
+                  f"{info['variant']} ngf {info['ngf']} at {info['size']}px)")
         columns, rows = ("metric", "LQ", "restored"), format_table(result)
     if lpips is not None:
         result["lpips"].update(alexnet=str(lpips_alexnet), linear=str(lpips_linear))

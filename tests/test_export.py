@@ -14,9 +14,9 @@ from _shards import degrade, face_crops, write_shards
 from typer.testing import CliRunner
 
 from cli.hifacegan_cli import app
-from hifacegan.checkpoint import load_checkpoint
+from hifacegan.checkpoint import EMA_KEY, load_checkpoint
 from hifacegan.errors import CheckpointError
-from hifacegan.export import EMA_KEY, build_from_weights, init_models, read_weights
+from hifacegan.export import build_from_weights, init_models, read_weights
 from hifacegan.models import MultiscaleDiscriminator, build_generator
 from hifacegan.restore import load_generator
 
