@@ -111,8 +111,9 @@ def _read_exported(p: Path) -> GeneratorWeights:
     try:
         arch = json.loads(meta["generator"])
         step = int(meta.get("step", "0"))
-        assert isinstance(arch, dict)
-    except (KeyError, ValueError, AssertionError):
+        if not isinstance(arch, dict):
+            raise ValueError(arch)
+    except (KeyError, ValueError):
         raise CheckpointError(f"{p}: bad hifacegan metadata (generator: {meta.get('generator')!r})") from None
     return GeneratorWeights(state=state, arch=arch, step=step, ema=meta.get("weights") == "ema", source=p)
 
