@@ -213,13 +213,14 @@ def init_models(G: torch.nn.Module, D: torch.nn.Module, source: str | Path, init
     """Fine-tuning start (`train --init`): load the generator of `source` (run folder, checkpoint or
     exported file; EMA weights when present) into G, and with `init_d` the checkpoint's discriminator
     into D (otherwise D keeps its fresh initialisation). The architecture must match the run's, except
-    the image size (the generator's weights do not depend on it); G takes the weights' `io_range`
-    (G.config, which the trainer and every later reader of the run follow). Returns a one-line summary."""
+    the image size (the generator's weights do not depend on it), and the weights' `io_range` must be
+    the trainer's (training feeds [-1, 1] images). Returns a one-line summary."""
     w = read_weights(source, ema=True)
-    adopted = ""
     if w.io_range != G.config.get("io_range", "signed"):  # the weights only work in their own value range
-        G.config["io_range"] = w.io_range
-        adopted = f", io_range {w.io_range} adopted from it"
+        raise CheckpointError(f"--init {source}: its generator expects io_range {w.io_range} "
+                              f"({'[0, 1]' if w.io_range == 'unit' else '[-1, 1]'} images), but the trainer "
+                              f"feeds io_range {G.config.get('io_range', 'signed')}; fine-tuning it is not "
+                              "supported yet")
     differ = [k for k in w.arch if k not in ("size", "io_range") and w.arch[k] != G.config.get(k)]
     if differ:
         what = "; ".join(f"{k} {w.arch[k]} (--init) vs {G.config.get(k)} (this run)" for k in differ)
@@ -231,7 +232,7 @@ def init_models(G: torch.nn.Module, D: torch.nn.Module, source: str | Path, init
             raise CheckpointError(f"--init-d: {w.source} holds no discriminator (an exported generator); "
                                   "pass a training checkpoint or run folder to --init, or drop --init-d")
         load_state(D, w.checkpoint["D"], "discriminator", w.source)
-    return f"initialised G from {w.source} ({w.describe()}), D {'from it too' if init_d else 'from scratch'}{adopted}"
+    return f"initialised G from {w.source} ({w.describe()}), D {'from it too' if init_d else 'from scratch'}"
 
 
 def onnx_summary(G: torch.nn.Module) -> str:

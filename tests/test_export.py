@@ -195,8 +195,8 @@ def test_unusable_weight_files(run, tmp_path):
     assert res.exit_code == 2 and "must end with one of .safetensors" in res.output
 
 
-def test_init_adopts_io_range(run, tmp_path):
-    """Weights made for [0, 1] I/O (the authors' convention) make the new run use it (G.config)."""
+def test_init_refuses_another_io_range(run, tmp_path):
+    """Weights made for [0, 1] I/O (the authors' convention): the trainer feeds [-1, 1], so --init refuses them."""
     from hifacegan.export import export_safetensors
 
     tmp, _ = run
@@ -206,5 +206,5 @@ def test_init_adopts_io_range(run, tmp_path):
     assert read_weights(tmp_path / "unit.safetensors").io_range == "unit"
     G = build_generator(**{k: v for k, v in w.arch.items() if k != "io_range"})
     D = MultiscaleDiscriminator(**load_checkpoint(tmp / "with_ema.pt")["config"]["discriminator"])
-    assert "io_range unit adopted" in init_models(G, D, tmp_path / "unit.safetensors")
-    assert G.config["io_range"] == "unit"
+    with pytest.raises(CheckpointError, match="expects io_range unit"):
+        init_models(G, D, tmp_path / "unit.safetensors")
