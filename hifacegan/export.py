@@ -110,8 +110,9 @@ def _read_exported(p: Path) -> GeneratorWeights:
     try:
         arch = json.loads(meta["generator"])
         step = int(meta.get("step", "0"))
-        assert isinstance(arch, dict)
-    except (KeyError, ValueError, AssertionError):
+        if not isinstance(arch, dict):
+            raise ValueError(arch)
+    except (KeyError, ValueError):
         raise CheckpointError(f"{p}: bad hifacegan metadata (generator: {meta.get('generator')!r})") from None
     return GeneratorWeights(state=state, arch=arch, step=step, ema=meta.get("weights") == "ema", source=p)
 
@@ -211,14 +212,19 @@ def init_models(G: torch.nn.Module, D: torch.nn.Module, source: str | Path, init
     """Fine-tuning start (`train --init`): load the generator of `source` (run folder, checkpoint or
     exported file; EMA weights when present) into G, and with `init_d` the checkpoint's discriminator
     into D (otherwise D keeps its fresh initialisation). The architecture must match the run's, except
-    the image size (the generator's weights do not depend on it). Returns a one-line summary."""
+    the image size (the generator's weights do not depend on it), and the weights' `io_range` must be
+    the trainer's (training feeds [-1, 1] images). Returns a one-line summary."""
     w = read_weights(source, ema=True)
-    differ = [f"{k} {w.arch[k]} (--init) vs {G.config.get(k)} (this run)"
-              for k in w.arch if k != "size" and w.arch[k] != G.config.get(k)]
+    if w.io_range != G.config.get("io_range", "signed"):  # the weights only work in their own value range
+        raise CheckpointError(f"--init {source}: its generator expects io_range {w.io_range} "
+                              f"({'[0, 1]' if w.io_range == 'unit' else '[-1, 1]'} images), but the trainer "
+                              f"feeds io_range {G.config.get('io_range', 'signed')}; fine-tuning it is not "
+                              "supported yet")
+    differ = [k for k in w.arch if k not in ("size", "io_range") and w.arch[k] != G.config.get(k)]
     if differ:
-        options = " ".join(f"--{k.replace('_', '-')} {w.arch[k]}" for k in w.arch if k != "size"
-                           and w.arch[k] != G.config.get(k))
-        raise CheckpointError(f"--init {source}: another generator: {'; '.join(differ)}; train with {options}")
+        what = "; ".join(f"{k} {w.arch[k]} (--init) vs {G.config.get(k)} (this run)" for k in differ)
+        options = " ".join(f"--{k.replace('_', '-')} {w.arch[k]}" for k in differ)
+        raise CheckpointError(f"--init {source}: another generator: {what}; train with {options}")
     load_state(G, w.state, "generator", w.source)
     if init_d:
         if w.checkpoint is None or not isinstance(w.checkpoint.get("D"), dict):

@@ -193,3 +193,18 @@ def test_unusable_weight_files(run, tmp_path):
             read_weights(path)
     res = runner.invoke(app, ["export", str(tmp / "run"), "--out", str(tmp_path / "G.pt")])
     assert res.exit_code == 2 and "must end with one of .safetensors" in res.output
+
+
+def test_init_refuses_another_io_range(run, tmp_path):
+    """Weights made for [0, 1] I/O (the authors' convention): the trainer feeds [-1, 1], so --init refuses them."""
+    from hifacegan.export import export_safetensors
+
+    tmp, _ = run
+    w = read_weights(tmp / "run")
+    w.arch = {**w.arch, "io_range": "unit"}
+    export_safetensors(w, tmp_path / "unit.safetensors")
+    assert read_weights(tmp_path / "unit.safetensors").io_range == "unit"
+    G = build_generator(**{k: v for k, v in w.arch.items() if k != "io_range"})
+    D = MultiscaleDiscriminator(**load_checkpoint(tmp / "with_ema.pt")["config"]["discriminator"])
+    with pytest.raises(CheckpointError, match="expects io_range unit"):
+        init_models(G, D, tmp_path / "unit.safetensors")
