@@ -13,8 +13,9 @@ Rows run in the order given (ngf, then compile, precision, batch); `--deadline S
 S seconds, so a short GPU lease still returns the rows that matter first.
 `--overhead` (on by default in the CPU part) prices what watching a run adds to each step: the EMA update
 of G and one log record (log.jsonl + TensorBoard), timed in-process on the real models and divided by
-the step time the trainer measured in the same run, plus an A/B of whole runs (EMA + logging every step
-vs. no EMA and no per-step logging), alternated to spread machine noise over both.
+the step time the trainer measured in the same run (EMA on, a record every step); `--overhead-ab N` adds
+N alternated pairs of whole runs with and without them (EMA off, one record per window), which only a
+quiet machine can resolve at the percent level.
 The perceptual loss runs with a randomly initialised VGG19 (`--vgg random`, the default: same compute as
 real weights, nothing downloaded); `--vgg none` times the L1 fallback instead.
 """
@@ -105,14 +106,15 @@ def bench_train(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, pre
 
 
 def bench_overhead(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, workers: int, vgg: Path | None,
-                   steps: int, repeats: int = 2) -> dict:
+                   steps: int, repeats: int = 0) -> dict:
     """EMA + logging per step: the parts timed alone on the real models, as a share of the step time the
     trainer measured in the same run; and whole runs with and without them (alternated)."""
     kw = dict(size=size, ngf=ngf, batch=batch, precision="fp32", compile=False, workers=workers, vgg=vgg)
-    on, off = [], []
+    on = [bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"]]
+    off = []
     for _ in range(repeats):  # "on": EMA and a log record every step; "off": neither (one record per window)
-        on.append(bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"])
         off.append(bench_train(shards, tmp, warmup=steps, steps=steps, ema_decay=0.0, **kw)["img_per_s"])
+        on.append(bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"])
     step_ms = 1000 * batch / (sum(on) / len(on))
     torch.manual_seed(0)
     G = build_generator("hifacegan", ngf, size)
@@ -140,8 +142,7 @@ def bench_overhead(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, 
     return {"size": size, "ngf": ngf, "batch": batch, "G_params_M": sum(p.numel() for p in G.parameters()) / 1e6,
             "step_ms": step_ms, "ema_ms": ema_ms, "log_ms": log_ms,
             "share": f"{100 * (ema_ms + log_ms) / step_ms:.2f}%",
-            "img_per_s_on": sum(on) / len(on), "img_per_s_off": sum(off) / len(off),
-            "runs": f"on {', '.join(f'{x:.2f}' for x in on)}; off {', '.join(f'{x:.2f}' for x in off)}"}
+            "img_per_s_on": sum(on) / len(on), "img_per_s_off": sum(off) / len(off) if off else None}
 
 
 def bench_loader(shards: Path, *, size: int, workers: int, batch: int = 8, batches: int = 24) -> float:
@@ -181,7 +182,9 @@ def main() -> None:
     ap.add_argument("--shards", type=Path, help="build the shards here (or reuse them) instead of a temp folder")
     ap.add_argument("--deadline", type=float, default=float("inf"), help="start no new row after this many seconds")
     ap.add_argument("--overhead", choices=["on", "off"], help="EMA + logging cost per step (default: on in the CPU part)")
-    ap.add_argument("--overhead-steps", type=int, default=8, help="timed steps per overhead run")
+    ap.add_argument("--overhead-steps", type=int, default=6, help="timed steps per overhead run")
+    ap.add_argument("--rows", choices=["on", "off"], default="on", help="off: skip the throughput rows")
+    ap.add_argument("--overhead-ab", type=int, default=0, help="pairs of whole runs with/without EMA + logging")
     ap.add_argument("--md", type=Path, help="also write the results as Markdown here")
     args = ap.parse_args()
 
@@ -210,9 +213,10 @@ def main() -> None:
         shards = build_shards(shard_root / f"shards{opt['size']}", opt["size"])
         if (args.overhead or ("off" if gpu else "on")) == "on":
             overhead.append(bench_overhead(shards, tmp, size=opt["size"], ngf=opt["ngf"][0], batch=opt["batch"][0],
-                                           workers=opt["workers"], vgg=vgg, steps=args.overhead_steps))
+                                           workers=opt["workers"], vgg=vgg, steps=args.overhead_steps,
+                                           repeats=args.overhead_ab))
             print(overhead[-1], flush=True)
-        for ngf in opt["ngf"]:
+        for ngf in opt["ngf"] if args.rows == "on" else []:
             for comp in opt["compile"]:
                 for prec in opt["precision"]:
                     for batch in opt["batch"]:
@@ -231,7 +235,7 @@ def main() -> None:
                          "peak_mem_gb", "row_s"])
           + ("\n\n#### EMA + logging per step\n\n" + table(overhead, ["size", "ngf", "batch", "G_params_M", "step_ms",
                                                                      "ema_ms", "log_ms", "share", "img_per_s_on",
-                                                                     "img_per_s_off", "runs"])
+                                                                     "img_per_s_off"])
              if overhead else "")
           + (f"\n\nNot run (past --deadline): {'; '.join(skipped)}" if skipped else "")
           + ("\n\n#### Loader alone (batches of 8)\n\n" + table(loader_rows, ["size", "workers", "samples_per_s"])
