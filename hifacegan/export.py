@@ -212,25 +212,23 @@ def init_models(G: torch.nn.Module, D: torch.nn.Module, source: str | Path, init
     """Fine-tuning start (`train --init`): load the generator of `source` (run folder, checkpoint or
     exported file; EMA weights when present) into G, and with `init_d` the checkpoint's discriminator
     into D (otherwise D keeps its fresh initialisation). The architecture must match the run's, except
-    the image size (the generator's weights do not depend on it), and the weights' `io_range` must be
-    the trainer's (training feeds [-1, 1] images). Returns a one-line summary."""
+    the image size (the generator's weights do not depend on it). G (and with `init_d`, D) adopt the
+    weights' `io_range`: the trainer converts its [-1, 1] batches for them (hifacegan.infer.signed_view).
+    Returns a one-line summary."""
     w = read_weights(source, ema=True)
-    if w.io_range != G.config.get("io_range", "signed"):  # the weights only work in their own value range
-        raise CheckpointError(f"--init {source}: its generator expects io_range {w.io_range} "
-                              f"({'[0, 1]' if w.io_range == 'unit' else '[-1, 1]'} images), but the trainer "
-                              f"feeds io_range {G.config.get('io_range', 'signed')}; fine-tuning it is not "
-                              "supported yet")
     differ = [k for k in w.arch if k not in ("size", "io_range") and w.arch[k] != G.config.get(k)]
     if differ:
         what = "; ".join(f"{k} {w.arch[k]} (--init) vs {G.config.get(k)} (this run)" for k in differ)
         options = " ".join(f"--{k.replace('_', '-')} {w.arch[k]}" for k in differ)
         raise CheckpointError(f"--init {source}: another generator: {what}; train with {options}")
     load_state(G, w.state, "generator", w.source)
+    G.config["io_range"] = w.io_range  # the weights only work in their own value range
     if init_d:
         if w.checkpoint is None or not isinstance(w.checkpoint.get("D"), dict):
             raise CheckpointError(f"--init-d: {w.source} holds no discriminator (an exported generator); "
                                   "pass a training checkpoint or run folder to --init, or drop --init-d")
         load_state(D, w.checkpoint["D"], "discriminator", w.source)
+        D.config["io_range"] = w.checkpoint["config"].get("discriminator", {}).get("io_range", w.io_range)
     return f"initialised G from {w.source} ({w.describe()}), D {'from it too' if init_d else 'from scratch'}"
 
 

@@ -35,6 +35,25 @@ def to_signed(y: torch.Tensor, io_range: str) -> torch.Tensor:
     return y if io_range == "signed" else y * 2 - 1
 
 
+class SignedIO(torch.nn.Module):
+    """A network whose weights work in [0, 1] (``io_range: unit``) as the [-1, 1] training pipeline sees
+    it: its inputs go through :func:`from_signed`, and with ``output`` (a generator) its output comes
+    back through :func:`to_signed`. It holds no weights of its own (checkpoints save the network itself)."""
+
+    def __init__(self, net: torch.nn.Module, io_range: str, output: bool) -> None:
+        super().__init__()
+        self.net, self.io_range, self.output = net, io_range, output
+
+    def forward(self, *xs: torch.Tensor) -> Any:
+        y = self.net(*(from_signed(x, self.io_range) for x in xs))
+        return to_signed(y, self.io_range) if self.output else y
+
+
+def signed_view(net: torch.nn.Module, io_range: str, output: bool) -> torch.nn.Module:
+    """``net`` itself when it works in [-1, 1]; otherwise a :class:`SignedIO` around it."""
+    return net if io_range == "signed" else SignedIO(net, io_range, output)
+
+
 def autocast_for(device: torch.device, bf16: bool) -> Any:
     """bf16 autocast on ``device`` when asked; a no-op context otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

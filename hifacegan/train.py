@@ -47,7 +47,7 @@ from hifacegan.data import (
 from hifacegan.ema import EMA
 from hifacegan.errors import CheckpointError, ConfigError, DataError, HiFaceGANError
 from hifacegan.export import init_models
-from hifacegan.infer import autocast_for
+from hifacegan.infer import autocast_for, io_range_of, signed_view
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
 from hifacegan.validation import Validator, load_metric_nets, load_val, val_line, write_png
@@ -125,12 +125,15 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
             raise CheckpointError(f"{latest}: cannot resume from it: no {', '.join(lacking)}")
         load_state(G, ck["G"], "generator", latest)
         load_state(D, ck["D"], "discriminator", latest)
+        for net, name in ((G, "generator"), (D, "discriminator")):  # e.g. a run fine-tuning the authors' weights
+            net.config["io_range"] = ck["config"].get(name, {}).get("io_range", "signed")
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
         sched_g.load_state_dict(ck["sched_g"])
         sched_d.load_state_dict(ck["sched_d"])
         if ema is not None:  # a checkpoint from before EMA (or with ema_decay 0): start the average from G
             load_state(ema.model, ck.get(EMA_KEY, ck["G"]), "EMA generator", latest)
+            ema.model.config["io_range"] = G.config["io_range"]
         step = int(ck["step"])
         set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         cursors, note = resume_cursors(ck.get("data"), rank, world, cfg.workers)
@@ -145,6 +148,10 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     d_model = torch.compile(D) if cfg.compile else D
     g_train = DDP(g_model, device_ids=[device.index] if cuda else None) if world > 1 else g_model
     d_train = DDP(d_model, device_ids=[device.index] if cuda else None) if world > 1 else d_model
+    # batches are in [-1, 1]; weights made for [0, 1] (the authors', via --init) see their own range
+    g_train = signed_view(g_train, io_range_of(G), output=True)
+    d_model = signed_view(d_model, io_range_of(D), output=False)
+    d_train = signed_view(d_train, io_range_of(D), output=False)
 
     # ---------------------------------------------------------------- logging (rank 0)
     log_file = board = None

@@ -195,16 +195,30 @@ def test_unusable_weight_files(run, tmp_path):
     assert res.exit_code == 2 and "must end with one of .safetensors" in res.output
 
 
-def test_init_refuses_another_io_range(run, tmp_path):
-    """Weights made for [0, 1] I/O (the authors' convention): the trainer feeds [-1, 1], so --init refuses them."""
+def test_init_adopts_the_io_range_of_unit_weights(run, tmp_path):
+    """Weights made for [0, 1] I/O (the authors' convention): the run adopts their io_range, its G step
+    feeds them [0, 1] and maps the output back, and resumed runs and exports keep the convention."""
     from hifacegan.export import export_safetensors
+    from hifacegan.infer import from_signed, signed_view, to_signed
 
-    tmp, _ = run
+    tmp, shards = run
     w = read_weights(tmp / "run")
     w.arch = {**w.arch, "io_range": "unit"}
     export_safetensors(w, tmp_path / "unit.safetensors")
     assert read_weights(tmp_path / "unit.safetensors").io_range == "unit"
     G = build_generator(**{k: v for k, v in w.arch.items() if k != "io_range"})
     D = MultiscaleDiscriminator(**load_checkpoint(tmp / "with_ema.pt")["config"]["discriminator"])
-    with pytest.raises(CheckpointError, match="expects io_range unit"):
-        init_models(G, D, tmp_path / "unit.safetensors")
+    init_models(G, D, tmp_path / "unit.safetensors")
+    assert G.config["io_range"] == "unit" and D.config["io_range"] == "signed"  # D from scratch
+    x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    G.eval()  # train mode would advance spectral norm's power iteration between the two calls
+    with torch.no_grad():
+        assert torch.equal(signed_view(G, "unit", output=True)(x), to_signed(G(from_signed(x, "unit")), "unit"))
+        assert signed_view(G, "signed", output=True) is G
+    out = tmp_path / "tuned"
+    for extra in ([], ["--resume", "--max-steps", "2"]):
+        invoke("train", "--data", shards, "--out", out, "--max-steps", "1", "--init", tmp_path / "unit.safetensors",
+               *TINY, *extra)
+        ck = load_checkpoint(out / "checkpoints" / "latest.pt")
+        assert ck["config"]["generator"]["io_range"] == "unit"
+    assert read_weights(out).io_range == "unit" and load_generator(out)[0].config["io_range"] == "unit"

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .generator import IO_RANGES
 from .layers import LEAKY_SLOPE, init_weights
 
 KERNEL = 4
@@ -51,11 +52,15 @@ class MultiscaleDiscriminator(nn.Module):
     layer outputs (last element = prediction).
     """
 
-    def __init__(self, in_channels: int = 6, ndf: int = 64, n_layers: int = 4, num_d: int = 2) -> None:
+    def __init__(self, in_channels: int = 6, ndf: int = 64, n_layers: int = 4, num_d: int = 2,
+                 io_range: str = "signed") -> None:
         super().__init__()
         if ndf < 1 or n_layers < 1 or num_d < 1:
             raise ValueError(f"ndf, n_layers and num_d must be positive, got {ndf}, {n_layers}, {num_d}")
-        self.config = dict(in_channels=in_channels, ndf=ndf, n_layers=n_layers, num_d=num_d)
+        if io_range not in IO_RANGES:
+            raise ValueError(f"unknown io_range {io_range!r}; valid: {', '.join(IO_RANGES)}")
+        # the value range of the images its weights were trained on (as the generator's: see hifacegan.infer)
+        self.config = dict(in_channels=in_channels, ndf=ndf, n_layers=n_layers, num_d=num_d, io_range=io_range)
         self.scales = nn.ModuleList(PatchDiscriminator(in_channels, ndf, n_layers) for _ in range(num_d))
         init_weights(self)
 
