@@ -170,7 +170,7 @@ def convert_discriminator(state: Mapping[str, Any], source: str) -> torch.nn.Mod
         raise ValueError(f"{source}: {exc}") from None
     if n_layers < 1:
         raise ValueError(f"{source}: discriminator_0 has a single layer: not an authors' discriminator")
-    D = MultiscaleDiscriminator(in_channels, ndf, n_layers, num_d)
+    D = MultiscaleDiscriminator(in_channels, ndf, n_layers, num_d, io_range=AUTHORS_RANGE)
     own = D.state_dict()
     names = {k: discriminator_key(k) for k in own}
     tensors = check_state(state, {names[k]: tuple(own[k].shape) for k in names}, source,

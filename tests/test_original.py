@@ -73,7 +73,7 @@ def test_signed_reading_of_the_same_weights_is_far_off(tmp_path) -> None:
 def test_discriminator_import(tmp_path) -> None:
     ck = import_original(DATA / "hifacegan_ngf1_64.pth", DATA / "D_ndf4_64.pth", size=64)
     cfg = ck["config"]["discriminator"]
-    assert cfg == {"in_channels": 6, "ndf": 4, "n_layers": 4, "num_d": 2}
+    assert cfg == {"in_channels": 6, "ndf": 4, "n_layers": 4, "num_d": 2, "io_range": "unit"}
     D = MultiscaleDiscriminator(**cfg)
     D.load_state_dict(ck["D"])
     ref = _ref("D_ndf4_64")
