@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from _shards import write_folder, write_shards
+from _train_util import tiny, tiny_shards
 
 from hifacegan.config import resolve_config
 from hifacegan.data import val_batches
@@ -19,17 +20,11 @@ from hifacegan.models import build_generator
 from hifacegan.train import load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(size=64, ngf=8, ndf=8, batch_size=2, workers=0, log_every=1, sample_every=1000, val_every=1000,
-            val_samples=2)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("shards"), 8, 2, per_shard=2)
-
-
-def tiny(shards, out, **kw):
-    return resolve_config(None, {"data": str(shards), "out": str(out), **TINY, **kw})
+    return tiny_shards(tmp_path_factory.mktemp("shards"))
 
 
 def records(run_dir, event="train"):

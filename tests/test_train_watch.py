@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _shards import write_shards
+from _train_util import tiny, tiny_shards
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_fid import random_state
 from test_lpips import weight_dicts
@@ -23,18 +23,12 @@ from hifacegan.ema import EMA, decay_at
 from hifacegan.restore import load_generator
 from hifacegan.train import load_checkpoint, train
 
-TINY = dict(size=64, ngf=8, ndf=8, batch_size=2, workers=0, log_every=1, sample_every=1000, val_every=1000,
-            val_samples=2)
 LOSSES = ("g_gan", "g_feat", "g_l1", "d_real", "d_fake")
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("shards"), 8, 2, per_shard=2)
-
-
-def tiny(shards, out, **kw):
-    return resolve_config(None, {"data": str(shards), "out": str(out), **TINY, **kw})
+    return tiny_shards(tmp_path_factory.mktemp("shards"))
 
 
 def records(run_dir, event="train"):
