@@ -110,12 +110,7 @@ def bench_overhead(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, 
     """EMA + logging per step: the parts timed alone on the real models, as a share of the step time the
     trainer measured in the same run; and whole runs with and without them (alternated)."""
     kw = dict(size=size, ngf=ngf, batch=batch, precision="fp32", compile=False, workers=workers, vgg=vgg)
-    on = [bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"]]
-    off = []
-    for _ in range(repeats):  # "on": EMA and a log record every step; "off": neither (one record per window)
-        off.append(bench_train(shards, tmp, warmup=steps, steps=steps, ema_decay=0.0, **kw)["img_per_s"])
-        on.append(bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"])
-    step_ms = 1000 * batch / (sum(on) / len(on))
+    # the parts first, while no loader worker of a finished run is still around
     torch.manual_seed(0)
     G = build_generator("hifacegan", ngf, size)
     ema = EMA(G, 0.999)
@@ -139,6 +134,12 @@ def bench_overhead(shards: Path, tmp: Path, *, size: int, ngf: int, batch: int, 
         board.close()  # the writer's queue drained: all n records are on disk
         log_ms = 1000 * (time.perf_counter() - t0) / n
     shutil.rmtree(tmp / "board")
+    on = [bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"]]
+    off = []
+    for _ in range(repeats):  # "on": EMA and a log record every step; "off": neither (one record per window)
+        off.append(bench_train(shards, tmp, warmup=steps, steps=steps, ema_decay=0.0, **kw)["img_per_s"])
+        on.append(bench_train(shards, tmp, warmup=1, steps=steps, ema_decay=0.999, **kw)["img_per_s"])
+    step_ms = 1000 * batch / (sum(on) / len(on))
     return {"size": size, "ngf": ngf, "batch": batch, "G_params_M": sum(p.numel() for p in G.parameters()) / 1e6,
             "step_ms": step_ms, "ema_ms": ema_ms, "log_ms": log_ms,
             "share": f"{100 * (ema_ms + log_ms) / step_ms:.2f}%",

@@ -240,6 +240,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                         board.log(last)
                 bar.update(step, losses, last)
                 if dist.is_main() and (step % cfg.sample_every == 0 or step % cfg.val_every == 0):
+                    t_val = time.perf_counter()
                     G_val, model = (ema.model, "EMA") if ema else (G, "raw G")  # what restore will use
                     if validator is None:
                         validator = Validator(load_val(cfg, val_spec, batch), device, amp, lpips, fid)
@@ -252,6 +253,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                         grid = validator.grid(G_val, step, model)
                         write_png(grid, run_dir / "samples" / f"step_{step:08d}.png")
                         board.image("samples", grid, step, f"LQ | output ({model}) | HQ, step {step}")
+                    window["t0"] += time.perf_counter() - t_val  # images/s and data wait: training time only
                 if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                     states = dist.all_gather_objects((get_rng_state(), stream_state(cursors, world, cfg.workers)))
                     if dist.is_main():
