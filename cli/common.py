@@ -69,6 +69,7 @@ def write_output(path: Path, write: Callable[[Path], Any]) -> None:
 
 def run_app(app: typer.Typer, prog_name: str) -> None:
     """Console-script entry point: bad arguments give one line on stderr and exit code 2."""
+    printable_names()
     try:
         code = app(prog_name=prog_name, args=sys.argv[1:], standalone_mode=False)
     except click_exc.UsageError as e:
@@ -83,6 +84,14 @@ def run_app(app: typer.Typer, prog_name: str) -> None:
         typer.echo(f"error: {e.format_message()}", err=True)
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def printable_names() -> None:
+    """File names that are not UTF-8 reach messages as surrogate escapes; where the terminal's encoding
+    would refuse them (errors="strict"), print them as ``\\xNN`` instead of dying mid-message."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def make_app(name: str, help: str) -> typer.Typer:

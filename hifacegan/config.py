@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from facedeg.yamlfile import read_yaml
 from hifacegan.errors import ConfigError
 
 
@@ -168,13 +167,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A training config file, read within facedeg's YAML limits (size, nesting, aliases; strict keys)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(p, ConfigError, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
