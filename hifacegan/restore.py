@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 import torch
 
+from facedeg.codec import encode_png
 from facedeg.crop import resize
 from facedeg.errors import ImageError
+from facedeg.files import file_problem, write_atomic
 from facedeg.imread import read_image
 from hifacegan.checkpoint import load_checkpoint, load_state
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
@@ -94,7 +96,10 @@ def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, li
         if not files:
             raise HiFaceGANError(f"{p}: no image files found")
         return p, files
-    raise HiFaceGANError(f"input not found: {p}")
+    problem = file_problem(p)
+    if problem in (None, "no such file", "broken symbolic link"):
+        raise HiFaceGANError(f"input not found: {p}")
+    raise HiFaceGANError(f"{p}: cannot read input ({problem})")  # a FIFO, a link loop
 
 
 def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Path,
@@ -125,14 +130,12 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
             skipped.append({"file": str(f), "reason": str(exc)})
         else:
             dest = dests[f]
-            out = cv2.cvtColor(restore_image(G, rgb), cv2.COLOR_RGB2BGR)
+            png = encode_png(restore_image(G, rgb), 1)  # bytes, then Python's own file: any file name
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                ok = cv2.imwrite(str(dest), out)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(dest, png, root=out_dir)  # nothing below out_dir is followed if it is a link
             except OSError as exc:
                 raise HiFaceGANError(f"cannot write {dest}: {exc.strerror or exc}") from None
-            if not ok:
-                raise HiFaceGANError(f"cannot write {dest}")
             written.append(str(dest))
         if on_progress:
             on_progress(i + 1, len(files), f.name)

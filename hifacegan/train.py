@@ -9,16 +9,17 @@ validation and checkpoints. Checkpoint helpers are in `hifacegan/checkpoint.py`.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from facedeg.codec import encode_png
+from facedeg.files import write_atomic
 from hifacegan import dist
 from hifacegan.checkpoint import (
     RESUME_KEYS,
@@ -44,6 +45,7 @@ from hifacegan.infer import autocast_for, run_generator
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.metrics import psnr, ssim
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
+from hifacegan.runlog import RunLog, divergence
 
 
 def train(cfg: TrainConfig, progress: bool = True, until: int | None = None) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
     run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
-    if not cfg.resume and ((ckpt_dir / "latest.pt").exists() or (run_dir / "log.jsonl").exists()):
+    if not cfg.resume and os.path.lexists(ckpt_dir / "latest.pt"):  # a folder without a checkpoint is no run yet
         raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                           "or choose another --out (nothing was changed)")
 
@@ -132,10 +134,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
     # ---------------------------------------------------------------- logging (rank 0)
     log_file = None
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(run_config(cfg, G, D), indent=1))
-        log_file = open(run_dir / "log.jsonl", "a")  # noqa: SIM115 (closed at the end)
+    if dist.is_main():  # config.json and log.jsonl are written when the first batch has arrived
+        log_file = RunLog(run_dir, run_config(cfg, G, D), step)
         n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
         dist.print0(f"{cfg.variant} G {n_g / 1e6:.1f}M params, D {n_d / 1e6:.1f}M | {world} x {device.type} | "
                     f"{'bf16' if amp else 'fp32'}{' channels_last' if channels_last else ''}"
@@ -151,6 +151,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     skipped: dict[int, int] = {}  # this epoch's loader: worker -> its running count
     skipped_before = 0  # earlier epochs' loaders
     last: dict[str, Any] = {}
+    warned = False  # about a diverging loss, once per call
 
     # ---------------------------------------------------------------- the loop
     try:
@@ -169,6 +170,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                 batch = next(batches, None)
                 if batch is None:
                     break
+                if log_file:
+                    log_file.start()
                 window["wait"] += time.perf_counter() - t_wait
                 shards_read.update(batch["shards"])
                 skipped[batch["worker"]] = batch["skipped"]
@@ -201,6 +204,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                 losses = dict(zip(terms, values, strict=True))
                 if not all(np.isfinite(v) for v in losses.values()):
                     raise HiFaceGANError(f"non-finite loss at step {step}: {losses}")
+                if not warned and (warning := divergence(losses, step)):
+                    warned = True
+                    bar.print(warning)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
                     elapsed = time.perf_counter() - window["t0"]
                     last = {"event": "train", "step": step, **losses,
@@ -213,8 +219,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                         last["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
                     if log_file:
-                        log_file.write(json.dumps(last) + "\n")
-                        log_file.flush()
+                        log_file.write(last)
                 bar.update(step, losses, last)
                 if dist.is_main() and (step % cfg.sample_every == 0 or step % cfg.val_every == 0):
                     if val_cache is None:
@@ -225,7 +230,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                         record = validate(G, val_cache, amp, step)
                         bar.print(f"val step {step}: PSNR {record['val_psnr']:.2f} dB (LQ {record['val_psnr_lq']:.2f})"
                                   f", SSIM {record['val_ssim']:.4f} (LQ {record['val_ssim_lq']:.4f})")
-                        log_file.write(json.dumps(record) + "\n")
+                        log_file.write(record)
                 if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                     states = dist.all_gather_objects(get_rng_state())
                     if dist.is_main():
@@ -246,8 +251,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     reads = dist.all_gather_objects(sorted(shards_read))
     if dist.is_main():
         end = {"event": "end", "step": step, "shards_read": reads, "skipped": skipped_before + sum(skipped.values())}
-        with open(run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(end) + "\n")
+        log_file.end(end)
     dist.barrier()
     dist.cleanup()
     return {**last, "run_dir": str(run_dir), "checkpoint": str(latest), "shards_read": reads}
@@ -286,8 +290,7 @@ def write_grid(G: torch.nn.Module, batch: dict[str, Any], bf16: bool, path: Path
     lq, hq = batch["lq"][:4], batch["hq"][:4]
     out = (run_generator(G, lq, bf16).cpu() * 255).round().byte().permute(0, 2, 3, 1)
     rows = [np.concatenate(list(t.numpy()), axis=1) for t in (lq, out, hq)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    write_atomic(path, encode_png(np.concatenate(rows, axis=0), 1), root=path.parent.parent)  # never through a link
 
 
 class Progress:
