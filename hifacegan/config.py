@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facedeg.files import file_problem
 from facedeg.yamlfile import read_yaml
 from hifacegan.errors import ConfigError
 
@@ -161,8 +162,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"epoch_steps must be positive, got {cfg.epoch_steps}")
     if not 0.0 <= cfg.decay_start <= 1.0:
         raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
-    if cfg.vgg_weights and not Path(cfg.vgg_weights).is_file():
-        raise ConfigError(f"--vgg-weights: file not found: {cfg.vgg_weights}")
+    if cfg.vgg_weights and (problem := file_problem(cfg.vgg_weights)):
+        raise ConfigError(f"--vgg-weights: {'file not found' if problem == 'no such file' else problem}: {cfg.vgg_weights}")
     return cfg
 
 

@@ -16,13 +16,15 @@ from _shards import write_shards
 
 from facedeg.errors import FacedegError
 from facedeg.samples import sample_paths
-from hifacegan.checkpoint import CheckpointError, load_state, save_checkpoint
+from hifacegan.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from hifacegan.config import resolve_config
+from hifacegan.data import resolve_shards
 from hifacegan.errors import ConfigError, DataError, HiFaceGANError
 from hifacegan.models import build_generator
-from hifacegan.restore import load_generator
+from hifacegan.restore import list_inputs, load_generator
 from hifacegan.runlog import divergence, kept_records
 from hifacegan.train import train, write_grid
+from hifacegan.weights import load_state_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(size=64, ngf=8, ndf=8, batch_size=2, workers=0, log_every=1, sample_every=1, val_every=1000,
@@ -193,3 +195,25 @@ def test_a_diverging_loss_is_warned_about(shards, tmp_path, capsys) -> None:
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "lower the learning rates" in warnings[0]
     assert divergence({"g_gan": 1.0, "d_real": 0.7, "g_l1": 12.0}, 3) is None
+
+
+SPECIAL = {  # what reads the path -> the error it must raise
+    "shards": (lambda p: resolve_shards(str(p)), DataError),
+    "checkpoint": (load_checkpoint, CheckpointError),
+    "restore input": (list_inputs, HiFaceGANError),
+    "weight file": (load_state_file, ValueError),
+    "--vgg-weights": (lambda p: resolve_config(None, {"data": "d", "out": "o", "vgg_weights": str(p)}), ConfigError),
+}
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "link loop"])
+@pytest.mark.parametrize("what", SPECIAL)
+def test_fifos_and_link_loops_are_reported_for_what_they_are(tmp_path, what, kind) -> None:
+    path = tmp_path / "x.tar"
+    if kind == "FIFO":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(path.name)
+    read, error = SPECIAL[what]
+    with pytest.raises(error, match="a FIFO, not a regular file" if kind == "FIFO" else "symbolic link loop"):
+        read(path)
