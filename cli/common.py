@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import sys
 from collections.abc import Callable
@@ -69,6 +70,7 @@ def write_output(path: Path, write: Callable[[Path], Any]) -> None:
 
 def run_app(app: typer.Typer, prog_name: str) -> None:
     """Console-script entry point: bad arguments give one line on stderr and exit code 2."""
+    printable_names()
     try:
         code = app(prog_name=prog_name, args=sys.argv[1:], standalone_mode=False)
     except click_exc.UsageError as e:
@@ -83,6 +85,26 @@ def run_app(app: typer.Typer, prog_name: str) -> None:
         typer.echo(f"error: {e.format_message()}", err=True)
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _name_bytes(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a file name's non-UTF-8 byte (a surrogate escape) as ``\\xNN``."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+                   for c in bad), err.end
+
+
+codecs.register_error("facedeg.names", _name_bytes)
+
+
+def printable_names() -> None:
+    """File names that are not UTF-8 reach messages as surrogate escapes; where the terminal's encoding
+    would refuse them (errors="strict"), print their odd bytes as ``\\xNN`` instead of dying mid-message."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="facedeg.names")
 
 
 def make_app(name: str, help: str) -> typer.Typer:

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facedeg.errors import ImageError
+from facedeg.files import file_problem, shown
 
 #: Default decompression-bomb limit: images with more pixels are refused before decoding.
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -57,18 +58,20 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 def read_bytes(path: str | os.PathLike, name: str | None = None) -> bytes:
     """Read a file's bytes, mapping OS errors to :class:`ImageError` (``name`` defaults to ``path``)."""
-    name = str(path) if name is None else name
-    p = Path(path)
-    if p.is_dir():
-        raise ImageError(f"{name}: is a directory")
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
-    except PermissionError:
-        raise ImageError(f"{name}: unreadable (permission denied)") from None
+    name = shown(path if name is None else name)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise ImageError(f"{name}: unreadable ({e.strerror or e})") from None
+        problem = file_problem(path)
+        raise ImageError(f"{name}: {problem or f'unreadable ({e.strerror or e})'}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{name}: {file_problem(path) or 'not a regular file'}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise ImageError(f"{name}: unreadable ({e.strerror or e})") from None
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -20,20 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from facedeg.errors import RecipeError
 from facedeg.ops import LQ_ONLY, OPS, OpSpec
 from facedeg.ops.args import ArgError, is_number
 from facedeg.plan import SIDES, Plan, Step
 from facedeg.seeds import rng_from
+from facedeg.yamlfile import read_yaml
 
 CONTROL = ("sequence", "random_order", "one_of", "some_of", "maybe")
 
@@ -131,9 +130,15 @@ Node = OpNode | Sequence | RandomOrder | OneOf | SomeOf | Maybe
 # ---------------------------------------------------------------- parsing
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fields(path: str, raw: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise _Invalid(path, f"expected a mapping with keys {', '.join(sorted(allowed))}, got {raw!r}")
+        raise _Invalid(path, f"expected a mapping with keys {', '.join(sorted(allowed))}, got {_short(raw)}")
     for key in raw:
         if key not in allowed:
             raise _Invalid(f"{path}.{key}", f"unknown key (valid: {', '.join(sorted(allowed))})")
@@ -144,14 +149,14 @@ def _fields(path: str, raw: Any, allowed: set[str], required: set[str]) -> dict[
 
 def _steps(path: str, raw: Any) -> tuple[Node, ...]:
     if not isinstance(raw, list) or not raw:
-        raise _Invalid(path, f"expected a non-empty list of steps, got {raw!r}")
+        raise _Invalid(path, f"expected a non-empty list of steps, got {_short(raw)}")
     return tuple(parse_node(f"{path}[{i}]", item) for i, item in enumerate(raw))
 
 
 def parse_node(path: str, raw: Any) -> Node:
     """Parse one step: a single-key mapping naming a control node or an op."""
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise _Invalid(path, f"expected a single-key mapping like {{jpeg: {{quality: [30, 80]}}}}, got {raw!r}")
+        raise _Invalid(path, f"expected a single-key mapping like {{jpeg: {{quality: [30, 80]}}}}, got {_short(raw)}")
     (kind, body), = raw.items()
     here = f"{path}.{kind}"
     if kind in ("sequence", "random_order"):
@@ -168,7 +173,7 @@ def parse_node(path: str, raw: Any) -> Node:
         if not (isinstance(weights, list) and len(weights) == len(steps) and all(is_number(w) and w >= 0 for w in weights)
                 and 0 < sum(map(float, weights)) < math.inf):
             raise _Invalid(f"{here}.weights", f"expected {len(steps)} non-negative numbers (finite, not all zero), "
-                                              f"got {weights!r}")
+                                              f"got {_short(weights)}")
         return OneOf(steps, tuple(float(w) for w in weights))
     if kind == "some_of":
         body = _fields(here, body, {"steps", "n"}, {"steps", "n"})
@@ -178,12 +183,12 @@ def parse_node(path: str, raw: Any) -> Node:
         if not (isinstance(n, list) and len(n) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in n)
                 and 0 <= n[0] <= n[1] <= len(steps)):
             raise _Invalid(f"{here}.n", f"expected an integer or [min, max] with 0 <= min <= max <= {len(steps)}, "
-                                        f"got {body['n']!r}")
+                                        f"got {_short(body['n'])}")
         return SomeOf(steps, (n[0], n[1]))
     if kind == "maybe":
         body = _fields(here, body, {"p", "steps"}, {"p", "steps"})
         if not (is_number(body["p"]) and 0 <= body["p"] <= 1):
-            raise _Invalid(f"{here}.p", f"expected a probability in [0, 1], got {body['p']!r}")
+            raise _Invalid(f"{here}.p", f"expected a probability in [0, 1], got {_short(body['p'])}")
         return Maybe(float(body["p"]), _steps(f"{here}.steps", body["steps"]))
     if kind in OPS:
         side = "lq"
@@ -247,7 +252,7 @@ class Recipe:
             desc = body.get("description", "")
             for key, value in (("description", desc), ("name", body.get("name", ""))):
                 if not isinstance(value, str):
-                    raise _Invalid(key, f"expected a string, got {value!r}")
+                    raise _Invalid(key, f"expected a string, got {_short(value)}")
             scale = _output_scale(body)
             root = Sequence(_steps("steps", body["steps"]))
         except _Invalid as e:
@@ -287,39 +292,10 @@ def shipped_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key) if isinstance(key, Hashable) else None
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_recipe_file(path: str | Path) -> Recipe:
+    """A recipe YAML file, read within the limits of :mod:`facedeg.yamlfile` (size, nesting, aliases)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise RecipeError(f"{path}: cannot read recipe ({e.strerror or e})") from None
-    try:
-        loader = _StrictLoader(text)  # a SafeLoader: plain YAML types only
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
-        raise RecipeError(f"{path}: invalid YAML{where}: {reason}") from None
+    data = read_yaml(path, RecipeError, "recipe")
     return Recipe.from_dict(data, source=str(path), name=path.stem)
 
 

@@ -13,8 +13,9 @@ import numpy as np
 
 
 def stable_hash(text: str) -> int:
-    """A 64-bit hash of ``text`` that is the same on every machine and Python run."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    """A 64-bit hash of ``text`` that is the same on every machine and Python run. File names that are
+    not UTF-8 (surrogate escapes, as Python decodes them) hash as their original bytes."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "little")
 
 
 def derive_seed(seed: int, *parts: int | str) -> int:

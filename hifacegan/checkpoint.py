@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from facedeg.build.lockfile import FolderLock, LockBusy
-from facedeg.files import atomic_file, fsync_dir
+from facedeg.files import OutputError, atomic_file, file_problem, fsync_dir, makedirs
 from hifacegan import dist
 from hifacegan.config import TrainConfig
 from hifacegan.errors import CheckpointError, ConfigError
@@ -52,6 +54,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                          "or choose another --out")
             except OSError as exc:
                 error = f"--out: cannot write {exc.filename or run_dir}: {exc.strerror or exc}"
+            except OutputError as exc:  # a link planted at the lock's name
+                error = f"--out: {exc}"
     error = dist.all_gather_objects(error)[0]
     if error:
         raise ConfigError(str(error))
@@ -90,16 +94,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
     """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    root = ckpt_dir.parent  # the run folder: nothing below it is followed if it is a link
+    makedirs(ckpt_dir, root)
     path = ckpt_dir / f"step_{step:08d}.pt"
-    with atomic_file(path) as f:
+    with atomic_file(path, root) as f:
         torch.save(state, f)
-    latest_tmp = ckpt_dir / ".latest.pt.tmp"
-    latest_tmp.unlink(missing_ok=True)
+    latest_tmp = ckpt_dir / f"latest.pt.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        os.link(path, latest_tmp)  # a hard link: no second copy on disk
+        os.link(path, latest_tmp)  # a hard link: no second copy on disk (a new name: never through a link)
     except OSError:
-        latest_tmp.write_bytes(path.read_bytes())
+        with atomic_file(latest_tmp, root) as f, open(path, "rb") as src:
+            shutil.copyfileobj(src, f)
     os.replace(latest_tmp, ckpt_dir / "latest.pt")
     fsync_dir(ckpt_dir)  # make the rename durable
     for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
@@ -112,8 +117,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint is a directory, expected a file: {path} (e.g. {path}/latest.pt?)")
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem in ("no such file", "broken symbolic link"):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if problem:  # a FIFO would block the read; a link loop is not "not found"
+        raise CheckpointError(f"{path}: cannot read checkpoint ({problem})")
     try:
         ck = torch_load(path)
     except UnreadableFile as exc:
@@ -126,7 +134,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:
-    """load_state_dict with an error that names mismatching parameter shapes (another architecture)."""
+    """load_state_dict with an error that names mismatching parameter shapes (another architecture), an
+    entry that is not a tensor, or weights that are not finite (a run that diverged)."""
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{source}: {what} entry {k!r} is of type {type(v).__name__}, not a tensor "
+                                  "(not a hifacegan checkpoint, or a damaged one)")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: {what} has non-finite weights (NaN or inf, first in {bad}): the run "
+                              "diverged before this checkpoint was saved; use an earlier checkpoint")
     own = model.state_dict()
     shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
               for k, v in state.items() if k in own and v.shape != own[k].shape]

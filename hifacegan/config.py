@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from facedeg.files import file_problem
+from facedeg.yamlfile import read_yaml
 from hifacegan.errors import ConfigError
 
 
@@ -181,8 +181,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0.0 <= cfg.decay_start <= 1.0:
         raise ConfigError(f"decay_start must be in [0, 1], got {cfg.decay_start}")
     for key in ("vgg_weights", "lpips_alexnet", "lpips_linear", "fid_inception"):
-        if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
-            raise ConfigError(f"--{key.replace('_', '-')}: file not found: {getattr(cfg, key)}")
+        if getattr(cfg, key) and (problem := file_problem(getattr(cfg, key))):
+            raise ConfigError(f"--{key.replace('_', '-')}: {'file not found' if problem == 'no such file' else problem}: "
+                              f"{getattr(cfg, key)}")
     if (cfg.lpips_alexnet is None) != (cfg.lpips_linear is None):
         raise ConfigError("--lpips-alexnet and --lpips-linear go together: pass both files, or neither")
     if not (cfg.ema_decay == 0 or 0 < cfg.ema_decay < 1):
@@ -197,13 +198,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A training config file, read within facedeg's YAML limits (size, nesting, aliases; strict keys)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(p, ConfigError, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -53,6 +53,7 @@ from facedeg.build.heap import keep_heap
 from facedeg.build.shards import LQ_MEMBER, MEMBERS, find_member
 from facedeg.codec import decode
 from facedeg.crop import crop_and_resize
+from facedeg.files import file_problem
 from facedeg.imread import IMAGE_EXTENSIONS, read_image
 from facedeg.recipe import Recipe
 from facedeg.sizes import pair_scale, to_hq_size
@@ -112,11 +113,12 @@ def resolve_shards(spec: str | Path, split: str = "train") -> list[str]:
         if any(ch in spec for ch in "*?["):
             urls = [str(p) for u in urls for p in sorted(Path(u).parent.glob(Path(u).name))] or urls
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
-    missing = [u for u in local if not Path(u).is_file()]
+    missing = [(u, why) for u in local if (why := file_problem(u))]
     if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        origin = f" (from '{spec}')" if spec != missing[0] else ""
-        raise DataError(f"shard not found: {missing[0]}{more}{origin}")
+        (first, why), more = missing[0], f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        origin = f" (from '{spec}')" if spec != first else ""
+        head = "shard not found" if why in ("no such file", "broken symbolic link") else f"shard unreadable ({why})"
+        raise DataError(f"{head}: {first}{more}{origin}")
     if not urls:
         raise DataError(f"no shards match '{spec}'")
     return urls

@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 import torch
 
+from facedeg.codec import encode_png
 from facedeg.crop import resize
 from facedeg.errors import ImageError
 from facedeg.faces.paste import PhotoResult
+from facedeg.files import file_problem, write_atomic
 from facedeg.imread import read_image
 from hifacegan.compare import image_scores, mean_rows
 from hifacegan.data import IMAGE_EXTS, check_source, val_batches
@@ -124,7 +126,10 @@ def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, li
         if not files:
             raise HiFaceGANError(f"{p}: no image files found")
         return p, files
-    raise HiFaceGANError(f"input not found: {p}")
+    problem = file_problem(p)
+    if problem in (None, "no such file", "broken symbolic link"):
+        raise HiFaceGANError(f"input not found: {p}")
+    raise HiFaceGANError(f"{p}: cannot read input ({problem})")  # a FIFO, a link loop
 
 
 def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Path,
@@ -181,14 +186,12 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
                 faces_per_file[str(dest)] = len(res.faces)
                 if align.save_faces is not None and res.faces:
                     _save_faces(Path(align.save_faces), dest.relative_to(out_dir).with_suffix(""), res)
-            out = cv2.cvtColor(restored, cv2.COLOR_RGB2BGR)
+            png = encode_png(restored, 1)  # bytes, then Python's own file: any file name
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                ok = cv2.imwrite(str(dest), out)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(dest, png, root=out_dir)  # nothing below out_dir is followed if it is a link
             except OSError as exc:
                 raise HiFaceGANError(f"cannot write {dest}: {exc.strerror or exc}") from None
-            if not ok:
-                raise HiFaceGANError(f"cannot write {dest}")
             written.append(str(dest))
         if on_progress:
             on_progress(i + 1, len(files), f.name)
@@ -203,13 +206,11 @@ def _save_faces(folder: Path, stem: Path, res: PhotoResult) -> None:
     for j, (lq, restored) in enumerate(zip(res.crops, res.restored, strict=True)):
         for tag, img in (("lq", lq), ("restored", restored)):
             path = folder / f"{stem}_f{j}_{tag}.png"
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                ok = cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            try:  # encoded here and written by Python: any file name, never through a link below DIR
+                folder.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, encode_png(img, 1), root=folder)
             except OSError as exc:
                 raise HiFaceGANError(f"--save-faces: cannot write {path}: {exc.strerror or exc}") from None
-            if not ok:
-                raise HiFaceGANError(f"--save-faces: cannot write {path}")
 
 
 def load_lpips(alexnet_path: str | Path, linear_path: str | Path) -> LPIPS:

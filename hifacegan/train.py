@@ -11,7 +11,7 @@ validation and checkpoints. Checkpoint helpers are in `hifacegan/checkpoint.py`,
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from hifacegan.export import init_models
 from hifacegan.infer import autocast_for, io_range_of, signed_view
 from hifacegan.losses import GANLoss, PerceptualLoss, discriminator_loss, generator_loss
 from hifacegan.models import MultiscaleDiscriminator, VGG19Features, build_generator
+from hifacegan.runlog import RunLog, divergence
 from hifacegan.validation import Validator, load_metric_nets, load_val, val_line, write_png
 
 
@@ -79,7 +80,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
     run_dir, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
-    if not cfg.resume and ((ckpt_dir / "latest.pt").exists() or (run_dir / "log.jsonl").exists()):
+    if not cfg.resume and os.path.lexists(ckpt_dir / "latest.pt"):  # a folder without a checkpoint is no run yet
         raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                           "or choose another --out (nothing was changed)")
 
@@ -155,10 +156,8 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
 
     # ---------------------------------------------------------------- logging (rank 0)
     log_file = board = None
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(run_config(cfg, G, D), indent=1))
-        log_file = open(run_dir / "log.jsonl", "a")  # noqa: SIM115 (closed at the end)
+    if dist.is_main():  # config.json, log.jsonl and the board are written when the first batch has arrived
+        log_file = RunLog(run_dir, run_config(cfg, G, D), step)
         n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
         dist.print0(f"{cfg.variant} G {n_g / 1e6:.1f}M params, D {n_d / 1e6:.1f}M | {world} x {device.type} | "
                     f"{'bf16' if amp else 'fp32'}{' channels_last' if channels_last else ''}"
@@ -167,7 +166,6 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
         dist.print0("perceptual loss: VGG19 from " + cfg.vgg_weights if perceptual else
                     "perceptual loss: off (no --vgg-weights); using an L1 pixel loss instead "
                     f"(weight {cfg.w_l1})")
-        board = Board(run_dir, step, run_config(cfg, G, D), cfg.wandb)
         dist.print0(f"validation every {cfg.val_every} steps, samples every {cfg.sample_every}, with "
                     + (f"the EMA generator (decay {cfg.ema_decay})" if ema else "the raw generator (no EMA)")
                     + f"; watch: tensorboard --logdir {run_dir.parent}")
@@ -176,6 +174,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
     shards_read: set[str] = set()
     last: dict[str, Any] = {}
+    warned = False  # about a diverging loss, once per call
 
     # ---------------------------------------------------------------- the loop
     try:
@@ -188,6 +187,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
             while step < stop:
                 t_wait = time.perf_counter()
                 batch = next(batches)
+                if log_file and not log_file.started:  # training has really started: now the run folder
+                    log_file.start()
+                    board = Board(run_dir, step, run_config(cfg, G, D), cfg.wandb)
                 window["wait"] += time.perf_counter() - t_wait
                 shards_read.update(batch["shards"])
                 cursors[batch["worker"]] = batch["cursor"]
@@ -223,6 +225,9 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                 losses = dict(zip(terms, values, strict=True))
                 if not all(np.isfinite(v) for v in losses.values()):
                     raise HiFaceGANError(f"non-finite loss at step {step}: {losses}")
+                if not warned and (warning := divergence(losses, step)):
+                    warned = True
+                    bar.print(warning)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
                     elapsed = time.perf_counter() - window["t0"]
                     last = {"event": "train", "step": step, **losses,
@@ -235,8 +240,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                         last["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                     window = {"t0": time.perf_counter(), "wait": 0.0, "steps": 0}
                     if log_file:
-                        log_file.write(json.dumps(last) + "\n")
-                        log_file.flush()
+                        log_file.write(last)
                         board.log(last)
                 bar.update(step, losses, last)
                 if dist.is_main() and (step % cfg.sample_every == 0 or step % cfg.val_every == 0):
@@ -247,7 +251,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
                     if step % cfg.val_every == 0 and val_spec:
                         record = {**validator.validate(G_val, step), "model": model}
                         bar.print(val_line(record))
-                        log_file.write(json.dumps(record) + "\n")
+                        log_file.write(record)
                         board.log(record)
                     if step % cfg.sample_every == 0:
                         grid = validator.grid(G_val, step, model)
@@ -277,8 +281,7 @@ def _train(cfg: TrainConfig, device: torch.device, progress: bool, until: int | 
     reads = dist.all_gather_objects(sorted(shards_read))
     if dist.is_main():
         end = {"event": "end", "step": step, "shards_read": reads, "skipped": skipped_total(cursors)}
-        with open(run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(end) + "\n")
+        log_file.end(end)
     dist.barrier()
     dist.cleanup()
     return {**last, "run_dir": str(run_dir), "checkpoint": str(latest), "shards_read": reads}

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from facedeg.codec import encode_png
+from facedeg.files import write_atomic
 from hifacegan import dist
 from hifacegan.config import TrainConfig
 from hifacegan.data import val_batches
@@ -137,5 +139,5 @@ def caption_band(text: str, width: int, size: int) -> np.ndarray:
 
 
 def write_png(rgb: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    """A sample grid into RUN/samples/: encoded here, written atomically, never through a link."""
+    write_atomic(path, encode_png(rgb, 1), root=path.parent.parent)

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from facedeg.files import file_problem
+
 
 class UnreadableFile(ValueError):
     """``torch.load`` refused a file; the message is the one-line reason."""
@@ -35,8 +37,11 @@ def load_state_file(path: str | Path, what: str = "") -> Mapping[str, object]:
     label = f"{what} " if what else ""
     if Path(path).is_dir():
         raise ValueError(f"{path}: is a directory; pass the {label}weight file itself")
-    if not Path(path).is_file():
+    problem = file_problem(path)
+    if problem in ("no such file", "broken symbolic link"):
         raise ValueError(f"{path}: {label}file not found")
+    if problem:  # a FIFO would block the read
+        raise ValueError(f"{path}: cannot read {label}file ({problem})")
     try:
         state = torch_load(path)
     except UnreadableFile as exc:

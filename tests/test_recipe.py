@@ -126,7 +126,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("steps:\n  - mosaic: {block: [1, 1" + "0" * 400 + "]}\n", "steps[0].mosaic.block: expected [min, max] of integers"),
     ("steps:\n  - gaussian_blur: {sigma: 3, max_kernel: 1" + "0" * 400 + "}\n", "steps[0].gaussian_blur.max_kernel"),
     ("name: [1]\nsteps:\n  - jpeg: {quality: 3}\n", "name: expected a string"),
-    ("steps: &s\n  - sequence: *s\n", "steps: nested too deeply"),
+    ("steps: &s\n  - sequence: *s\n", "nested too deeply"),
     ("\x00steps: []\n", "invalid YAML: unacceptable character"),
     ("", "recipe: expected a mapping"),
     ("- jpeg: {quality: 3}\n", "recipe: expected a mapping"),

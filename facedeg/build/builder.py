@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -47,7 +48,7 @@ from facedeg.build.task import Job, Pair, ShardTask, result_path, state_dir
 from facedeg.codec import HQ_FORMATS
 from facedeg.crop import CROP_MODES, DEFAULT_MIN_FACE, AlignOptions
 from facedeg.errors import BuildError
-from facedeg.files import tmp_target
+from facedeg.files import check_parents, makedirs, remove_leftovers, shown, tmp_target
 from facedeg.imread import DEFAULT_MAX_PIXELS
 from facedeg.recipe import load_recipe
 from facedeg.seeds import derive_seed
@@ -291,6 +292,19 @@ def _is_done(out: Path, name: str) -> dict | None:
     return None
 
 
+def refuse_inputs_inside(inputs: Inputs, out: Path) -> None:
+    """BuildError when an input (an image, a list file, a tar shard) lies inside OUT, where the build
+    writes and ``--overwrite`` deletes: checked before anything in OUT is touched (links resolved)."""
+    inside = os.path.realpath(out) + os.sep
+    paths = {s.path: s.rel for s in inputs.sources}  # one entry per tar file
+    if inputs.kind in ("list", "file"):
+        paths[inputs.root] = Path(inputs.root).name
+    for path, rel in paths.items():
+        if os.path.realpath(path).startswith(inside):
+            raise BuildError(f"--input: {shown(rel)} ({shown(path)}) lies inside --out {shown(out)}, which the build "
+                             "writes into and --overwrite clears; choose another --out (nothing was changed)")
+
+
 @contextmanager
 def _build_lock(out: Path) -> Iterator[None]:
     """Create OUT and hold its build lock meanwhile (`facedeg.build.lockfile`): one build at a time per OUT.
@@ -306,7 +320,18 @@ def _build_lock(out: Path) -> Iterator[None]:
             raise BuildError(f"{out} is being written by another facedeg build ({busy.holder}); "
                              "wait for it to finish, or choose another --out") from None
     with lock:
+        with _out_errors(out):
+            check_parents(state_dir(out) / "shards" / "x", out)  # no link for a state folder
+            _remove_leftovers(out)
         yield
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporaries a killed or failed build left (facedeg's unique temporary names only),
+    before anything else is written: on a still-full disk they are what frees the space."""
+    remove_leftovers(out, _is_ours)
+    for folder in (state_dir(out), state_dir(out) / "shards", state_dir(out) / "progress"):
+        remove_leftovers(folder)
 
 
 @contextmanager
@@ -355,6 +380,7 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         "faces": _face_identity(config),
     }
     out = Path(config.out)
+    refuse_inputs_inside(inputs, out)
     tasks = plan_tasks(inputs, variants, config.val_fraction, config.shard_size, config.seed)
     stamp = inputs.stamp()
     with _build_lock(out):
@@ -362,12 +388,9 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
             finished = _prepare_out(out, identity, stamp, config.overwrite)
             if finished is not None:
                 return BuildReport(out, finished, 0, len(tasks), time.perf_counter() - t_start)
-            (state_dir(out) / "shards").mkdir(parents=True, exist_ok=True)
-            (state_dir(out) / "progress").mkdir(parents=True, exist_ok=True)
-            write_json_atomic(state_dir(out) / "config.json", {**identity, "inputs_stamp": stamp})
-            for tmp in out.glob("*.tmp"):  # left by a killed run; ours by name only
-                if _is_ours(tmp_target(tmp.name) or ""):
-                    tmp.unlink(missing_ok=True)
+            makedirs(state_dir(out) / "shards", out)
+            makedirs(state_dir(out) / "progress", out)
+            write_json_atomic(state_dir(out) / "config.json", {**identity, "inputs_stamp": stamp}, out)
 
         job = Job(
             out=str(out.absolute()), recipe=recipe.to_dict(), recipe_hash=recipe.hash, seed=config.seed,
@@ -399,6 +422,10 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         # the LQ size rule (facedeg/sizes.py): scale 1 = the HQ size; 4 = a quarter of it, floored
         manifest["scale"] = recipe.scale
         manifest["lq_size"] = list(lq_size((config.size, config.size), recipe.scale))
+        with _out_errors(out):
+            for r in results:
+                if not r["samples"]:  # every source of this shard failed: no empty shard in the dataset
+                    (out / r["name"]).unlink(missing_ok=True)
         if sum(c["pairs"] for c in manifest["counts"].values()) == 0:
             first = manifest["skipped"][0] if manifest["skipped"] else {"source": "?", "reason": "?"}
             raise BuildError(
@@ -421,8 +448,8 @@ def build(config: BuildConfig, on_progress: ProgressFn | None = None) -> BuildRe
         with _out_errors(out):
             for split in SPLITS:
                 if manifest["counts"][split]["shards"]:
-                    write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split))
-            write_json_atomic(out / MANIFEST, manifest)
+                    write_json_atomic(out / f"{split}.wids.json", wids_index(manifest["shards"], split), out)
+            write_json_atomic(out / MANIFEST, manifest, out)
         shutil.rmtree(state_dir(out), ignore_errors=True)
         return BuildReport(out, manifest, len(pending), len(tasks) - len(pending), wall, stats)
 
@@ -447,6 +474,7 @@ def _manifest(identity: dict, recipe_tree: dict, results: list[dict], inputs: In
         for s in r["skipped"]:
             skipped.setdefault(s["source"], s["reason"])
         faces.update(r.get("faces", {}))
+    results = [r for r in results if r["samples"]]  # a shard whose every source failed is not listed
     counts = {
         split: {
             "images": len({src for r in results if r["split"] == split for src in r["sources"]}),

@@ -17,6 +17,7 @@ from pathlib import Path
 from braceexpand import braceexpand
 
 from facedeg.errors import BuildError, ImageError
+from facedeg.files import file_problem, shown
 from facedeg.imread import IMAGE_EXTENSIONS, read_bytes
 
 
@@ -76,8 +77,7 @@ class Inputs:
         keep, rejected = [], list(self.rejected)
         for s in self.sources:
             if s.offset < 0 and s.size <= 0:
-                p = Path(s.path)
-                reason = "empty file" if s.size == 0 else "is a directory" if p.is_dir() else "no such file"
+                reason = "empty file" if s.size == 0 else file_problem(s.path) or "unreadable"
                 rejected.append({"source": s.rel, "reason": reason})
             else:
                 keep.append(s)
@@ -140,10 +140,10 @@ def _folder_inputs(root: Path) -> Inputs:
 
 
 def _list_inputs(list_file: Path) -> Inputs:
-    try:
-        lines = list_file.read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BuildError(f"--input: cannot read list file {list_file} ({e})") from None
+    try:  # entries are file names: bytes that are not UTF-8 are kept as Python keeps them in names
+        lines = read_bytes(list_file).decode("utf-8", "surrogateescape").splitlines()
+    except ImageError as e:
+        raise BuildError(f"--input: cannot read list file {e}") from None
     base = list_file.absolute().parent
     seen: dict[str, Source] = {}
     rejected = []
@@ -170,10 +170,13 @@ def _list_inputs(list_file: Path) -> Inputs:
 
 def _tar_inputs(pattern: str) -> Inputs:
     paths = [Path(p) for p in braceexpand(pattern)]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise BuildError(f"--input: tar file {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    sources = []
+    problems = [(p, why) for p in paths if (why := file_problem(p))]
+    if problems:
+        (first, why), more = problems[0], len(problems) - 1
+        raise BuildError(f"--input: tar file {shown(first)}: {why}" + (f" (and {more} more)" if more else ""))
+    sources: list[Source] = []
+    rejected: list[dict] = []
+    seen: set[str] = set()
     for path in paths:
         try:
             with tarfile.open(path, mode="r:") as tar:
@@ -183,7 +186,14 @@ def _tar_inputs(pattern: str) -> Inputs:
         if any(".hq." in m.name.rsplit("/", 1)[-1] for m in members):  # paired shards: take the HQ side only
             members = [m for m in members if ".hq." in m.name.rsplit("/", 1)[-1]]
         mtime = path.stat().st_mtime_ns
-        sources += [Source(f"{path.name}/{m.name}", str(path.absolute()), m.size, m.offset_data, mtime) for m in members]
+        for m in members:  # a name seen before (twice in one tar, or in two tars of one name) is not used again
+            rel = f"{path.name}/{m.name}"
+            if rel in seen:
+                rejected.append({"source": rel, "reason": "member name appears more than once (later copies ignored)"})
+                continue
+            seen.add(rel)
+            sources.append(Source(rel, str(path.absolute()), m.size, m.offset_data, mtime))
     if not sources:
         raise BuildError(f"--input: no image members in {pattern}")
-    return Inputs("tar", str(Path(pattern).absolute()), tuple(sorted(sources, key=lambda s: s.rel)))
+    rejected.sort(key=lambda r: r["source"])
+    return Inputs("tar", str(Path(pattern).absolute()), tuple(sorted(sources, key=lambda s: s.rel)), tuple(rejected))

@@ -158,8 +158,9 @@ class ShardWriter:
         self.close()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_file(path) as f:
+def write_json_atomic(path: Path, data: Any, root: Path | None = None) -> None:
+    """Write ``data`` as canonical JSON, atomically (``root``: the output folder, see facedeg.files)."""
+    with atomic_file(path, root) as f:
         f.write(dumps(data).encode("utf-8"))
 
 

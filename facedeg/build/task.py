@@ -94,8 +94,8 @@ def _recipe(job: Job) -> Recipe:
 class _Progress:
     """Tells the main process how many pairs this task has handled, via a small file in the state dir."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.done, self.last = path, 0, 0.0
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path, self.root, self.done, self.last = path, root, 0, 0.0
 
     def step(self, n: int = 1) -> None:
         self.done += n
@@ -103,9 +103,8 @@ class _Progress:
         if now - self.last > 0.2:
             self.last = now
             try:
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                tmp.write_text(str(self.done))
-                tmp.replace(self.path)
+                with atomic_file(self.path, self.root, durable=False) as f:
+                    f.write(str(self.done).encode())
             except OSError:
                 pass  # progress is cosmetic
 
@@ -130,12 +129,12 @@ def _run(task: ShardTask, job: Job) -> dict:
     recipe = _recipe(job)
     out = Path(job.out)
     stats = dict.fromkeys(STAGES, 0.0)
-    progress = _Progress(progress_path(out, task.name))
+    progress = _Progress(progress_path(out, task.name), out)
     skipped: dict[str, str] = {}
     faces: dict[str, dict] = {}  # source -> {"found", "small"} with --crop align
     cache: tuple[int, list[dict]] | None = None
     used_sources: set[str] = set()
-    with atomic_file(out / task.name) as f:
+    with atomic_file(out / task.name, out) as f:
         writer = ShardWriter(f)
         for pair in task.pairs:
             src = task.sources[pair.source]
@@ -180,7 +179,7 @@ def _run(task: ShardTask, job: Job) -> dict:
             "facedeg_version": facedeg.__version__,
         }
         # the state file goes first: once the tar has its final name, the shard is done
-        write_json_atomic(result_path(out, task.name), result)
+        write_json_atomic(result_path(out, task.name), result, out)
     stats["write"] += time.perf_counter() - t0  # includes fsync and rename
     return {**result, "stats": stats}
 
