@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facedeg.build.lockfile import FolderLock, LockBusy
-from facedeg.files import OutputError, atomic_file, file_problem, fsync_dir, makedirs
+from facedeg.files import OutputError, atomic_file, file_problem, fsync_dir, makedirs, remove_leftovers
 from hifacegan import dist
 from hifacegan.config import TrainConfig
 from hifacegan.errors import CheckpointError, ConfigError
@@ -96,6 +96,7 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int)
     """Write step_{N:08d}.pt atomically, point latest.pt at it, keep the newest `keep` step files."""
     root = ckpt_dir.parent  # the run folder: nothing below it is followed if it is a link
     makedirs(ckpt_dir, root)
+    remove_leftovers(ckpt_dir, lambda target: target == "latest.pt" or target.startswith("step_"))  # a killed save's
     path = ckpt_dir / f"step_{step:08d}.pt"
     with atomic_file(path, root) as f:
         torch.save(state, f)

@@ -217,3 +217,14 @@ def test_fifos_and_link_loops_are_reported_for_what_they_are(tmp_path, what, kin
     read, error = SPECIAL[what]
     with pytest.raises(error, match="a FIFO, not a regular file" if kind == "FIFO" else "symbolic link loop"):
         read(path)
+
+
+def test_the_next_checkpoint_clears_what_a_killed_save_left(tmp_path) -> None:
+    ckpt = tmp_path / "run" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    left = ["step_00000001.pt.0123456789ab.tmp", "latest.pt.fedcba987654.tmp"]  # a save killed half-way
+    mine = ["notes.tmp", "step_00000001.pt.tmp"]  # not facedeg's unique temporary names: the user's
+    for name in left + mine:
+        (ckpt / name).write_bytes(b"x")
+    save_checkpoint({"step": torch.zeros(1)}, ckpt, 2, keep=2)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(["latest.pt", "step_00000002.pt", *mine])
