@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _shards import write_shards
@@ -23,7 +24,8 @@ from hifacegan.errors import ConfigError, DataError, HiFaceGANError
 from hifacegan.models import build_generator
 from hifacegan.restore import list_inputs, load_generator
 from hifacegan.runlog import divergence, kept_records
-from hifacegan.train import train, write_grid
+from hifacegan.train import train
+from hifacegan.validation import write_png
 from hifacegan.weights import load_state_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +91,8 @@ def test_checkpoints_and_sample_grids_never_go_through_a_linked_folder(tmp_path)
         (run / name).symlink_to(outside)
     with pytest.raises(FacedegError, match="checkpoints: is a symbolic link"):
         save_checkpoint({"step": torch.zeros(1)}, run / "checkpoints", 1, keep=2)
-    u8 = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
     with pytest.raises(FacedegError, match="samples: is a symbolic link"):
-        write_grid(build_generator("hifacegan", 8, 64), {"lq": u8, "hq": u8}, False, run / "samples" / "step.png")
+        write_png(np.zeros((64, 192, 3), np.uint8), run / "samples" / "step.png")
     assert list(outside.iterdir()) == []
 
 
