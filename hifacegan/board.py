@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from facedeg.files import write_atomic
+
 TRAIN_TAGS = {"lr_g": "lr/g", "lr_d": "lr/d", "img_per_s": "perf/images_per_s",
               "data_wait": "perf/data_wait_share", "peak_mem_gb": "perf/peak_gpu_mem_gb", "skipped": "data/skipped"}
 NOT_SCALARS = ("event", "step", "time", "val_samples", "model")
@@ -50,7 +52,7 @@ class Board:
 
             id_file = run_dir / WANDB_ID_FILE  # the same W&B run again after --resume
             run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-            id_file.write_text(run_id + "\n")
+            write_atomic(id_file, (run_id + "\n").encode(), root=run_dir)  # never through a link (files.py)
             self.wandb = wandb.init(project=wandb_project, dir=str(run_dir), name=run_dir.name, id=run_id,
                                     resume="allow", config=config)
 

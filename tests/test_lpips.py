@@ -24,13 +24,17 @@ def weight_dicts(seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torc
     return alexnet, linear
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lpips")
+def write_weight_files(tmp) -> tuple:
+    """The two LPIPS files (AlexNet features, v0.1 linear layers) of `weight_dicts`, in `tmp`."""
     alexnet, linear = weight_dicts()
     torch.save(alexnet, tmp / "alexnet.pth")
     torch.save(linear, tmp / "alex.pth")
     return tmp / "alexnet.pth", tmp / "alex.pth"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_weight_files(tmp_path_factory.mktemp("lpips"))
 
 
 @pytest.fixture(scope="module")

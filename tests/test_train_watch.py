@@ -14,7 +14,7 @@ import torch
 from _train_util import tiny, tiny_shards
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_fid import random_state
-from test_lpips import weight_dicts
+from test_lpips import write_weight_files
 from typer.testing import CliRunner
 
 from cli.hifacegan_cli import app
@@ -91,12 +91,9 @@ def test_default_run_validates_and_samples_each_tenth(shards, tmp_path):
 @pytest.fixture(scope="module")
 def metric_files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metric_nets")
-    alexnet, linear = weight_dicts()
-    torch.save(alexnet, tmp / "alexnet.pth")
-    torch.save(linear, tmp / "alex.pth")
+    alexnet, linear = write_weight_files(tmp)
     torch.save(random_state(), tmp / "inception.pth")
-    return {"lpips_alexnet": str(tmp / "alexnet.pth"), "lpips_linear": str(tmp / "alex.pth"),
-            "fid_inception": str(tmp / "inception.pth")}
+    return {"lpips_alexnet": str(alexnet), "lpips_linear": str(linear), "fid_inception": str(tmp / "inception.pth")}
 
 
 def test_tensorboard_events_hold_the_logged_numbers_and_grids(shards, tmp_path, metric_files):
