@@ -37,6 +37,7 @@ import realesrgan_float  # noqa: E402  (benchmarks/ is on sys.path when run as a
 
 import facedeg  # noqa: E402
 from facedeg.ops import OPS  # noqa: E402
+from facedeg.build.heap import keep_heap  # noqa: E402
 from facedeg.ops.base import INTERPOLATIONS  # noqa: E402
 from facedeg.ops.blur import imgaug_motion_kernel, motion_kernel  # noqa: E402
 from facedeg.plan import Plan, Step  # noqa: E402
@@ -58,6 +59,7 @@ OP_ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("laplace_noise b20-40", "laplace_noise", {"scale": [20, 40]}),
     ("poisson_noise λ15-30", "poisson_noise", {"lam": [15, 30]}),
     ("poisson_noise shot ×0.5-2", "poisson_noise", {"scale": [0.5, 2]}),
+    ("poisson_noise shot ×0.5-2 sampler: table", "poisson_noise", {"scale": [0.5, 2], "sampler": "table"}),
     ("gaussian_blur σ3-8", "gaussian_blur", {"sigma": [3, 8], "max_kernel": 49}),
     ("gaussian_blur σ3-8 imgaug kernel size", "gaussian_blur", {"sigma": [3, 8], "truncate": "imgaug", "max_kernel": 49}),
     ("gaussian_blur aniso σ0.1-10", "gaussian_blur", {"sigma": [0.1, 10], "anisotropic_prob": 1.0}),
@@ -468,7 +470,12 @@ def step_breakdown(plans: list[Plan], prepared: list[list[tuple[str, Any]]],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test")
+    parser.add_argument("--glibc-heap", action="store_true",
+                        help="leave glibc's malloc thresholds at their defaults (builds and loader workers raise "
+                             "them: facedeg/build/heap.py); by default this process raises them too, for every chain")
     args = parser.parse_args()
+    if not args.glibc_heap:
+        keep_heap()
     cv2.setNumThreads(1)
     warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -477,7 +484,7 @@ def main() -> None:
     t0 = time.perf_counter()
     print(f"facedeg degradation benchmark ({'quick' if args.quick else 'full'}), {len(faces)} sample faces "
           f"at {SIZE}x{SIZE}, single-threaded")
-    print(machine_line())
+    print(machine_line() + ("; glibc heap defaults" if args.glibc_heap else "; heap kept as build workers keep it"))
     bench_ops(faces, op_runs, warmup)
     bench_recipes(faces, recipe_plans, warmup)
     realesrgan_float.compare(faces, recipe_plans, warmup, timed, median)

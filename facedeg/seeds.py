@@ -44,3 +44,10 @@ def rng_from(seed: int) -> np.random.Generator:
 def draw_seed(rng: np.random.Generator) -> int:
     """A fresh seed for an op's internal randomness (fits in a JSON number exactly)."""
     return int(rng.integers(0, 2**53))
+
+
+def random_u32(seed: int, n: int) -> np.ndarray:
+    """``n`` uniform uint32 from ``rng_from(seed)``: the same values as ``integers(0, 2**32, n,
+    dtype=np.uint32)`` (which splits each 64-bit output into two), read from the raw 64-bit stream
+    in one call, ~1.6x faster."""
+    return rng_from(seed).bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]

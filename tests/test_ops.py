@@ -290,3 +290,53 @@ def test_albumentations_errors_name_the_field() -> None:
         OPS["albumentations"]({"transform": "Blur", "args": {"blur_limit": "abc"}})
     with pytest.raises(ArgError, match="changes the image shape"):
         OPS["albumentations"]({"transform": "ToGray", "args": {"num_output_channels": 1}})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(40, 30, 3), (40, 30, 1), (40, 30), (9, 7, 4), (5, 4, 6), (17,)])
+def test_as_uint8_equals_numpy(dtype, shape) -> None:
+    """OpenCV's saturating conversion rounds half to even and clips exactly as rint/clip/astype do."""
+    from facedeg.ops.base import as_uint8
+    rng = np.random.default_rng(0)
+    halves = (rng.integers(-600, 1200, shape) / 2).astype(dtype)  # every .5 tie, negatives, > 255
+    wide = rng.normal(128, 200, shape).astype(dtype)
+    for x in (halves, wide):
+        want = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        got = as_uint8(x)
+        assert got.dtype == np.uint8 and got.shape == x.shape and np.array_equal(got, want)
+
+
+def test_shot_alias_tables_hold_the_poisson_pmf() -> None:
+    """The distribution the alias tables encode (each column 1/256: its own count with p threshold/2^24,
+    else its alias) is Poisson(v·256/255) for every level v, to 2^-24 per count."""
+    from scipy.stats import poisson
+
+    from facedeg.ops.noise import _ALIAS, _shot_alias
+    thresholds, counts = _shot_alias()
+    keep = thresholds.reshape(256, _ALIAS).astype(np.float64) / (1 << 24)
+    pairs = counts.reshape(256, _ALIAS, 2).astype(np.int64)
+    for v in (0, 1, 2, 7, 40, 128, 200, 255):
+        implied = np.zeros(1024)
+        np.add.at(implied, pairs[v, :, 0], keep[v] / _ALIAS)
+        np.add.at(implied, pairs[v, :, 1], (1 - keep[v]) / _ALIAS)
+        want = poisson.pmf(np.arange(1024), v * 256 / 255) if v else (np.arange(1024) == 0).astype(float)
+        assert np.abs(implied - want).max() < 2 ** -24 * 2, v
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_shot_noise_table_sampler_matches_numpy(gray: bool) -> None:
+    """sampler: table draws the same noise distribution as numpy's Poisson sampler, per level."""
+    rng = np.random.default_rng(0)
+    img = np.repeat(rng.permutation(np.repeat(np.array([3, 60, 180, 250], np.uint8), 48 * 256)), 3).reshape(-1, 256, 3)
+    if gray:
+        img = np.ascontiguousarray(np.repeat(img[..., :1], 3, axis=2))
+    fast = poisson_noise(img, seed=5, scale=1.5, gray=gray, sampler="table").astype(np.float64)
+    slow = poisson_noise(img, seed=5, scale=1.5, gray=gray).astype(np.float64)
+    assert not np.array_equal(fast, slow)
+    for level in (3, 60, 180, 250):
+        m = img == level
+        sd = 1.5 * np.sqrt(level)
+        assert abs(fast[m].mean() - slow[m].mean()) < 0.05 * sd + 0.1, level
+        assert abs(fast[m].std() - slow[m].std()) < 0.05 * sd + 0.1, level
+    with pytest.raises(ValueError, match="unknown sampler"):
+        poisson_noise(img, seed=5, scale=1.0, sampler="fast")

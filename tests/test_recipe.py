@@ -195,3 +195,11 @@ def test_derive_seed_contract() -> None:
     assert facedeg.derive_seed(0, "00000001") != facedeg.derive_seed(1, "00000001")
     assert facedeg.derive_seed(0, 1, 2, 3) != facedeg.derive_seed(0, 1, 3, 2)
     assert 0 <= facedeg.derive_seed(7, "x") < 2**63
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 1001])
+def test_random_u32_equals_integers(n: int) -> None:
+    """The fast uniform source gives the very values ``integers`` gives, so noise keeps its bytes."""
+    from facedeg.seeds import random_u32, rng_from
+    want = rng_from(99).integers(0, 1 << 32, n, dtype=np.uint32)
+    assert random_u32(99, n).dtype == np.uint32 and np.array_equal(random_u32(99, n), want)

@@ -106,6 +106,8 @@ def test_lq_ends_at_the_recipe_size(steps, top, lq_shape, small_face: np.ndarray
     ({"steps": [{"grayscale": {"side": "gt"}}]}, "steps[0].grayscale.side: expected one of lq, hq, both"),
     ({"steps": [{"color_jitter": {}}]}, "steps[0].color_jitter.brightness:"),
     ({"steps": [{"usm_sharpen": {"radius": 50}}]}, "steps[0].usm_sharpen.radius:"),
+    ({"steps": [{"poisson_noise": {"lam": 20, "sampler": "table"}}]}, "steps[0].poisson_noise.sampler: applies to"),
+    ({"steps": [{"poisson_noise": {"scale": 1, "sampler": "fast"}}]}, "steps[0].poisson_noise.sampler: expected one of"),
 ])
 def test_bad_params_are_one_line_errors_with_the_key_path(raw, where) -> None:
     with pytest.raises(RecipeError) as e:

@@ -9,6 +9,7 @@ Gray is ITU-R 601 luma (OpenCV's RGB2GRAY weights).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import cv2
@@ -61,8 +62,46 @@ def grayscale(image: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _usm_kernel(radius: int) -> np.ndarray:
-    return cv2.getGaussianKernel(radius, 0).astype(np.float32)  # σ from the size, as OpenCV derives it
+def _usm_blur_plan(radius: int) -> tuple[np.ndarray, int, int]:
+    """(1-D kernel, pyramid levels, padding) for the USM Gaussian of ``radius`` taps (σ from the size,
+    as OpenCV derives it).
+
+    A wide Gaussian is applied on a pyramid: ``levels`` pyrDowns (5 taps each), the kernel, as many
+    pyrUps; level i's pyrDown and pyrUp each add a variance of 4^i px², so the kernel's σ makes up
+    the rest of the direct kernel's variance, and the coarsest σ stays at least 1.5 px. The image is
+    first padded (reflect-101, as the direct filter pads) by more than the pyramid reaches, so no
+    border rule of the pyramid touches the result. For radius 51 (two levels) that is ~9x faster
+    than the direct 51-tap filter and within 0.7 gray levels of it (the difference is the direct
+    kernel's truncation at ±3.2σ). Narrow kernels (no level fits) are applied directly.
+    """
+    g = cv2.getGaussianKernel(radius, 0)
+    variance = float((g.ravel() * (np.arange(radius) - radius // 2) ** 2).sum())
+    levels = 0
+    while variance - 2 * (4 ** (levels + 1) - 1) / 3 >= (1.5 * 2 ** (levels + 1)) ** 2:
+        levels += 1
+    if not levels:
+        return g.astype(np.float32), 0, 0
+    sigma = math.sqrt(variance - 2 * (4 ** levels - 1) / 3) / 2 ** levels
+    k = cv2.getGaussianKernel(2 * math.ceil(3.5 * sigma) + 1, sigma).astype(np.float32)
+    reach = (len(k) // 2) * 2 ** levels + 4 * (2 ** levels - 1)  # the kernel's, then 2 px per pyrDown/pyrUp tap
+    return k, levels, -(-reach // 2 ** levels) * 2 ** levels
+
+
+def _usm_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """The float32 Gaussian blur of ``image`` (uint8 or float32, HxWxC) that USM uses."""
+    k, levels, pad = _usm_blur_plan(radius)
+    if not levels:
+        return cv2.sepFilter2D(image, cv2.CV_32F, k, k, borderType=_BORDER).reshape(image.shape)
+    h, w = image.shape[:2]
+    out = cv2.copyMakeBorder(image, pad, pad, pad, pad, _BORDER).astype(np.float32, copy=False)
+    sizes = []
+    for _ in range(levels):
+        sizes.append((out.shape[1], out.shape[0]))
+        out = cv2.pyrDown(out, borderType=_BORDER)
+    out = cv2.sepFilter2D(out, -1, k, k, borderType=_BORDER)
+    for size in reversed(sizes):
+        out = cv2.pyrUp(out, dstsize=size, borderType=_BORDER)
+    return out.reshape(h + 2 * pad, w + 2 * pad, -1)[pad:pad + h, pad:pad + w]
 
 
 def usm_sharpen(image: np.ndarray, weight: float = 0.5, radius: int = 51, threshold: float = 10.0) -> np.ndarray:
@@ -70,18 +109,19 @@ def usm_sharpen(image: np.ndarray, weight: float = 0.5, radius: int = 51, thresh
 
     residual = image − Gaussian(image); where |residual| > ``threshold`` (0-255 scale) the mask is 1;
     the mask is blurred with the same Gaussian; out = mask·clip(image + weight·residual) + (1 − mask)·image.
+    All in float32, rounded once. Against BasicSR's formula in float64 with the direct 51-tap filter the
+    output differs by at most 1 gray level, on ~2% of pixels (``tests/test_kernels.py``).
     """
     if radius < 1 or radius % 2 == 0:
         raise ValueError(f"radius must be odd and positive, got {radius}")
-    g = _usm_kernel(radius)
-    # The two blurs run on 8-bit data (OpenCV's uint8 path is ~3x faster than float32 with 51 taps);
-    # rounding the blur moves the result by at most a quarter of a gray level.
     img = image.astype(np.float32)
-    residual = img - cv2.sepFilter2D(image, -1, g, g, borderType=_BORDER).reshape(image.shape)
-    mask = np.where(np.abs(residual) > np.float32(threshold), np.uint8(255), np.uint8(0))
-    soft = cv2.sepFilter2D(mask, -1, g, g, borderType=_BORDER).reshape(image.shape) * np.float32(1 / 255)
-    sharp = np.clip(img + np.float32(weight) * residual, 0, 255)
-    return as_uint8(img + soft * (sharp - img))
+    blur = _usm_blur(image, radius)
+    mask = cv2.threshold(cv2.absdiff(img, blur), float(threshold), 1.0, cv2.THRESH_BINARY)[1]
+    soft = _usm_blur(mask.reshape(image.shape), radius)
+    sharp = cv2.addWeighted(img, 1.0 + weight, blur, -weight, 0.0).reshape(image.shape)  # img + weight·residual
+    np.clip(sharp, 0, 255, out=sharp)
+    # img + soft·(sharp − img), rounded and saturated by OpenCV's conversion
+    return cv2.add(img, cv2.multiply(soft, cv2.subtract(sharp, img)), dtype=cv2.CV_8U).reshape(image.shape)
 
 
 class ColorShift(OpSpec):

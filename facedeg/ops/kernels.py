@@ -25,6 +25,7 @@ from scipy.special import j1
 
 from facedeg.ops.args import ArgError, Choice, OddRange, Probs, Range
 from facedeg.ops.base import OpSpec, as_uint8
+from facedeg.ops.correlate import correlate
 
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 _BORDER = cv2.BORDER_REFLECT_101  # = torch's 'reflect' padding, which BasicSR's filter2D uses
@@ -78,10 +79,8 @@ def sinc_kernel(size: int, omega: float) -> np.ndarray:
 
 
 def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Correlate with a float kernel in float32 and round once (float32 filtering is ~1.5x faster than
-    OpenCV's uint8 path, measured at 512² with 7-21 px kernels; sinc lobes may leave 0-255 and saturate)."""
-    out = cv2.filter2D(image.astype(np.float32), -1, kernel.astype(np.float32), borderType=_BORDER)
-    return as_uint8(out).reshape(image.shape)
+    """Correlate with a float kernel and round once (sinc lobes may leave 0-255 and saturate)."""
+    return as_uint8(correlate(image, kernel))
 
 
 @functools.lru_cache(maxsize=64)
