@@ -16,7 +16,7 @@ from facedeg.plan import Plan, Step, check_image
 from facedeg.recipe import Recipe, load_recipe, shipped_recipes
 from facedeg.seeds import derive_seed
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def degrade(image: np.ndarray, recipe: Recipe | str, seed: int) -> tuple[np.ndarray, Plan]:

@@ -121,4 +121,4 @@ def test_usm_sharpen_matches_basicsr(radius: int, weight: float) -> None:
               rng.integers(0, 256, (2, 3, 3), dtype=np.uint8)]
     for img in images:
         diff = np.abs(usm_sharpen(img, weight, radius, 10.0).astype(np.float64) - _basicsr_usm(img, weight, radius, 10.0))
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.05, img.shape
+        assert diff.max() <= 1 and (diff > 0).sum() <= max(1, 0.05 * diff.size), img.shape

@@ -100,10 +100,16 @@ def _shot_index(levels: np.ndarray, seed: int) -> np.ndarray:
     return idx
 
 
+@functools.lru_cache(maxsize=1)
+def _shot_levels() -> tuple[np.ndarray, np.ndarray]:
+    """Each entry's level v, and its count's deviation (count·255/256 − v), float32."""
+    v = np.repeat(np.arange(256, dtype=np.float32), 2 * _ALIAS)
+    return v, _shot_alias()[1] * np.float32(255 / 256) - v
+
+
 def _shot_noise_table(scale: float) -> np.ndarray:
     """The noise each (level, column, side) entry adds: (count·255/256 − v)·scale, float32."""
-    v = np.repeat(np.arange(256, dtype=np.float32), 2 * _ALIAS)
-    return (_shot_alias()[1] * np.float32(255 / 256) - v) * np.float32(scale)
+    return _shot_levels()[1] * np.float32(scale)
 
 
 def _draw(table: np.ndarray, seed: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -140,8 +146,7 @@ def _shot_noise(image: np.ndarray, seed: int, scale: float, gray: bool) -> np.nd
         levels = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         field = noise.take(_shot_index(levels, seed)).reshape(levels.shape)
         return _add(image, field[..., None])
-    v = np.repeat(np.arange(256, dtype=np.float32), 2 * _ALIAS)
-    out = cv2.add(v, noise, dtype=cv2.CV_8U).reshape(-1)  # each entry's output level, rounded and saturated
+    out = cv2.add(_shot_levels()[0], noise, dtype=cv2.CV_8U).reshape(-1)  # each entry's output level, rounded and saturated
     return out.take(_shot_index(image, seed)).reshape(image.shape)
 
 
