@@ -61,18 +61,20 @@ def grayscale(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(_gray(image), cv2.COLOR_GRAY2RGB)
 
 
+_MARGIN = 2  # half-resolution samples kept on each side for the last pyrUp (it reads 1)
+
+
 @functools.lru_cache(maxsize=8)
 def _usm_blur_plan(radius: int) -> tuple[np.ndarray, int, int]:
-    """(1-D kernel, pyramid levels, padding) for the USM Gaussian of ``radius`` taps (σ from the size,
-    as OpenCV derives it).
+    """(1-D kernel, pyramid levels, half-resolution padding) for the USM Gaussian of ``radius`` taps
+    (σ from the size, as OpenCV derives it).
 
     A wide Gaussian is applied on a pyramid: ``levels`` pyrDowns (5 taps each), the kernel, as many
     pyrUps; level i's pyrDown and pyrUp each add a variance of 4^i px², so the kernel's σ makes up
-    the rest of the direct kernel's variance, and the coarsest σ stays at least 1.5 px. The image is
-    first padded (reflect-101, as the direct filter pads) by more than the pyramid reaches, so no
-    border rule of the pyramid touches the result. For radius 51 (two levels) that is ~9x faster
-    than the direct 51-tap filter and within 0.7 gray levels of it (the difference is the direct
-    kernel's truncation at ±3.2σ). Narrow kernels (no level fits) are applied directly.
+    the rest of the direct kernel's variance, and the coarsest σ stays at least 1.5 px. For radius 51
+    (two levels) that is ~9x faster than the direct 51-tap filter and within 0.7 gray levels of it
+    (the difference is the direct kernel's truncation at ±3.2σ). Narrow kernels (no level fits) are
+    applied directly. The padding covers everything after the first pyrDown reaches (``_usm_blur``).
     """
     g = cv2.getGaussianKernel(radius, 0)
     variance = float((g.ravel() * (np.arange(radius) - radius // 2) ** 2).sum())
@@ -83,25 +85,46 @@ def _usm_blur_plan(radius: int) -> tuple[np.ndarray, int, int]:
         return g.astype(np.float32), 0, 0
     sigma = math.sqrt(variance - 2 * (4 ** levels - 1) / 3) / 2 ** levels
     k = cv2.getGaussianKernel(2 * math.ceil(3.5 * sigma) + 1, sigma).astype(np.float32)
-    reach = (len(k) // 2) * 2 ** levels + 4 * (2 ** levels - 1)  # the kernel's, then 2 px per pyrDown/pyrUp tap
-    return k, levels, -(-reach // 2 ** levels) * 2 ** levels
+    step = 2 ** (levels - 1)  # one coarsest-level sample, in half-resolution samples
+    reach = (len(k) // 2) * step + 4 * (step - 1) + _MARGIN  # the kernel's, 2 per pyrDown/pyrUp tap, the margin
+    return k, levels, -(-reach // step) * step
+
+
+def _extend_half(z: np.ndarray, pad: int, full: tuple[int, int]) -> np.ndarray:
+    """Pad ``z``, the pyrDown of an image of size ``full``, as the pyrDown of that image extended by
+    reflect-101 would continue: mirrored about its first sample (reflect-101); at the far end about its
+    last sample where the full size is odd (reflect-101), else about the half sample beyond (reflect)."""
+    odd_h, odd_w = full[0] % 2, full[1] % 2
+    z = cv2.copyMakeBorder(z, pad, pad * odd_h, pad, pad * odd_w, _BORDER)
+    if not (odd_h and odd_w):
+        z = cv2.copyMakeBorder(z, 0, pad * (1 - odd_h), 0, pad * (1 - odd_w), cv2.BORDER_REFLECT)
+    return z
 
 
 def _usm_blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """The float32 Gaussian blur of ``image`` (uint8 or float32, HxWxC) that USM uses."""
+    """The float32 Gaussian blur (reflect-101 border) of ``image`` (float32, HxWxC) that USM uses.
+
+    The first pyrDown sees the image itself, whose reflect-101 border is exactly the padded image's;
+    the half-resolution result is then extended as it would continue (``_extend_half``), so the coarser
+    levels never meet a border rule; the last pyrUp runs on the image's span plus a 2-sample margin.
+    """
     k, levels, pad = _usm_blur_plan(radius)
     if not levels:
         return cv2.sepFilter2D(image, cv2.CV_32F, k, k, borderType=_BORDER).reshape(image.shape)
     h, w = image.shape[:2]
-    out = cv2.copyMakeBorder(image, pad, pad, pad, pad, _BORDER).astype(np.float32, copy=False)
+    half = cv2.pyrDown(image, borderType=_BORDER)
+    out = _extend_half(half, pad, (h, w))
     sizes = []
-    for _ in range(levels):
+    for _ in range(levels - 1):
         sizes.append((out.shape[1], out.shape[0]))
         out = cv2.pyrDown(out, borderType=_BORDER)
     out = cv2.sepFilter2D(out, -1, k, k, borderType=_BORDER)
     for size in reversed(sizes):
         out = cv2.pyrUp(out, dstsize=size, borderType=_BORDER)
-    return out.reshape(h + 2 * pad, w + 2 * pad, -1)[pad:pad + h, pad:pad + w]
+    m = _MARGIN
+    out = out[pad - m:pad + half.shape[0] + m, pad - m:pad + half.shape[1] + m]
+    out = cv2.pyrUp(out, dstsize=(out.shape[1] * 2, out.shape[0] * 2), borderType=_BORDER)
+    return out.reshape(out.shape[0], out.shape[1], -1)[2 * m:2 * m + h, 2 * m:2 * m + w]
 
 
 def usm_sharpen(image: np.ndarray, weight: float = 0.5, radius: int = 51, threshold: float = 10.0) -> np.ndarray:
@@ -115,7 +138,7 @@ def usm_sharpen(image: np.ndarray, weight: float = 0.5, radius: int = 51, thresh
     if radius < 1 or radius % 2 == 0:
         raise ValueError(f"radius must be odd and positive, got {radius}")
     img = image.astype(np.float32)
-    blur = _usm_blur(image, radius)
+    blur = _usm_blur(img, radius)
     mask = cv2.threshold(cv2.absdiff(img, blur), float(threshold), 1.0, cv2.THRESH_BINARY)[1]
     soft = _usm_blur(mask.reshape(image.shape), radius)
     sharp = cv2.addWeighted(img, 1.0 + weight, blur, -weight, 0.0).reshape(image.shape)  # img + weight·residual
