@@ -80,15 +80,16 @@ def _spectrum(kernel_bytes: bytes, size: int, shape: tuple[int, int]) -> np.ndar
 def _fft(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     size = kernel.shape[0]
     r, (h, w) = size // 2, image.shape[:2]
-    padded = cv2.copyMakeBorder(image, r, r, r, r, _BORDER)
     rows, cols = cv2.getOptimalDFTSize(h + 2 * r), cv2.getOptimalDFTSize(w + 2 * r)
-    padded = cv2.copyMakeBorder(padded, 0, rows - h - 2 * r, 0, cols - w - 2 * r, cv2.BORDER_CONSTANT, value=0)
+    # Circular correlation: output (y, x) < (h, w) reads rows y..y+2r and columns x..x+2r only, so the
+    # padding beyond h+2r and w+2r (reflected too, here) is never read and nothing wraps around.
+    padded = cv2.copyMakeBorder(image, r, rows - h - r, r, cols - w - r, _BORDER).reshape(rows, cols, -1)
     spectrum = _spectrum(kernel.tobytes(), size, (rows, cols))
     channels = []
-    for channel in cv2.split(padded.reshape(rows, cols, -1)):
-        product = cv2.mulSpectrums(cv2.dft(channel.astype(np.float32)), spectrum, 0, conjB=True)
+    for c in range(padded.shape[2]):
+        product = cv2.mulSpectrums(cv2.dft(padded[..., c].astype(np.float32)), spectrum, 0, conjB=True)
         channels.append(cv2.idft(product, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)[:h, :w])
-    return cv2.merge(channels)  # circular correlation; rows and columns < (h, w) never wrap
+    return cv2.merge(channels)
 
 
 def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:

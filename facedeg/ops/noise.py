@@ -121,8 +121,8 @@ def _draw(table: np.ndarray, seed: int, shape: tuple[int, ...]) -> np.ndarray:
 
 def _add(image: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """image + noise, rounded and saturated to uint8 (noise: float32, HxWx1 or HxWxC)."""
-    if noise.shape[2] != image.shape[2]:
-        noise = np.repeat(noise, image.shape[2], axis=2)
+    if noise.shape[2] != image.shape[2]:  # one gray field for every channel
+        noise = cv2.cvtColor(noise, cv2.COLOR_GRAY2RGB) if image.shape[2] == 3 else np.repeat(noise, image.shape[2], axis=2)
     return cv2.add(image, noise, dtype=cv2.CV_8U).reshape(image.shape)
 
 
