@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -111,18 +112,18 @@ def restore_wild(G: torch.nn.Module, rgb: np.ndarray, options: AlignRestore) -> 
                          only_largest=options.only_largest, upscale=options.upscale)
 
 
-def list_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
+def list_inputs(path: str | Path, exclude: Path | Sequence[Path] | None = None) -> tuple[Path, list[Path]]:
     """(root, files): one image file, or every image under a folder (recursive, sorted), leaving out the
-    folder `exclude` when it lies inside it (an output folder inside the input folder)."""
+    folder(s) `exclude` that lie inside it (output folders inside the input folder)."""
     p = Path(path)
     if p.is_file():
         return p.parent, [p]
     if p.is_dir():
-        skip = exclude.resolve() if exclude is not None else None
-        if skip is not None and (skip == p.resolve() or not skip.is_relative_to(p.resolve())):
-            skip = None
+        excluded = [exclude] if isinstance(exclude, Path) else list(exclude or [])
+        skip = [e.resolve() for e in excluded]
+        skip = [e for e in skip if e != p.resolve() and e.is_relative_to(p.resolve())]
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
-                       and not (skip is not None and f.resolve().is_relative_to(skip)))
+                       and not any(f.resolve().is_relative_to(e) for e in skip))
         if not files:
             raise HiFaceGANError(f"{p}: no image files found")
         return p, files
@@ -148,7 +149,8 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
         get_detector()  # a missing 'faces' extra is one error before any work
     faces_per_file: dict[str, int] = {}
     no_face: list[str] = []
-    root, files = list_inputs(input_path, exclude=out_dir)
+    crops_dir = Path(align.save_faces) if align is not None and align.save_faces is not None else None
+    root, files = list_inputs(input_path, exclude=[out_dir] + ([crops_dir] if crops_dir else []))
     written, skipped = [], []
     names = Counter(f.relative_to(root).with_suffix("") for f in files)
     dests: dict[Path, Path] = {}  # file -> where its restored PNG goes; checked before anything is written
@@ -165,6 +167,8 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
             raise HiFaceGANError(f"--out {out_dir}: {claimed[where]} and {f} would both be restored to {dest}; "
                                  "rename one of them (nothing was written)")
         claimed[where] = f
+    if crops_dir is not None:
+        _check_crop_names(crops_dir, out_dir, sources, dests)
     for i, f in enumerate(files):
         try:
             rgb = read_image(f)
@@ -199,6 +203,24 @@ def restore_files(G: torch.nn.Module, input_path: str | Path, out_dir: str | Pat
     if align is not None:
         result.update(faces=faces_per_file, no_face=no_face)
     return result
+
+
+_CROP_NAME = re.compile(r"(.+)_f\d+_(?:lq|restored)\.png")
+
+
+def _check_crop_names(folder: Path, out_dir: Path, sources: dict[Path, Path], dests: dict[Path, Path]) -> None:
+    """Refuse, before anything is written, a --save-faces folder where a crop name (``<name>_f<j>_lq.png``,
+    ``_restored.png``) could land on an input or on a restored image."""
+    stems = {d.relative_to(out_dir).with_suffix("") for d in dests.values()}
+    base = folder.resolve()
+    for path, what in [*((s, f"the input {f}") for s, f in sources.items()),
+                       *((d.resolve(), f"the restored image {d}") for d in dests.values())]:
+        if not path.is_relative_to(base):
+            continue
+        match = _CROP_NAME.fullmatch(path.relative_to(base).as_posix())
+        if match and Path(match.group(1)) in stems:
+            raise HiFaceGANError(f"--save-faces {folder}: a face crop of {match.group(1)} would be written over "
+                                 f"{what}; choose another --save-faces (nothing was written)")
 
 
 def _save_faces(folder: Path, stem: Path, res: PhotoResult) -> None:

@@ -24,7 +24,7 @@ from hifacegan.errors import ConfigError
 from hifacegan.fid import MIN_SAMPLES, FeatureStats, InceptionV3Features, fid_from_stats
 from hifacegan.infer import run_generator
 from hifacegan.lpips import LPIPS
-from hifacegan.metrics import psnr, ssim
+from hifacegan.metrics import psnr, quantize, ssim
 
 ROWS = ("LQ", "output", "HQ")
 
@@ -77,9 +77,10 @@ class Validator:
         n = 0
         for b in self.batches:
             hq = b["hq"].permute(0, 3, 1, 2).double() / 255
-            images = {"out": run_generator(G, b["lq"], self.bf16).cpu().double()}
+            out = run_generator(G, b["lq"], self.bf16).cpu()
             if self.shown is None or self.shown[0] != step:  # the grid of this step needs no second pass
-                self.shown = (step, images["out"][:4].float())
+                self.shown = (step, out[:4].float())
+            images = {"out": quantize(out)}  # scored as `hifacegan eval` scores by default: rounded to 8 bits
             if first:
                 images["lq"] = b["lq"].permute(0, 3, 1, 2).double() / 255
             for which, img in images.items():

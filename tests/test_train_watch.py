@@ -131,6 +131,38 @@ def test_validation_never_changes_the_training_trajectory(shards, tmp_path):
         assert all(torch.equal(v, b[key][k]) for k, v in a[key].items()), key
 
 
+def test_last_validation_equals_eval_of_the_saved_model(shards, tmp_path):
+    """Validation scores what `hifacegan eval` scores by default (the EMA output rounded to 8 bits, RGB),
+    so a run's last validation and eval of its checkpoint on the same val pairs agree."""
+    from hifacegan.restore import evaluate
+    run = tmp_path / "run"
+    train(tiny(shards, run, max_steps=2, ckpt_every=2, val_every=2, ema_decay=0.5), progress=False)
+    val = records(run, "val")[2]
+    G, _ = load_generator(run / "checkpoints" / "latest.pt")
+    got = evaluate(G, str(shards))
+    assert got["samples"] == val["val_samples"] == 2
+    for name in ("psnr", "ssim"):
+        assert got["metrics"][f"{name}_restored"] == pytest.approx(val[f"val_{name}"], abs=2e-4), name
+        assert got["metrics"][f"{name}_lq"] == pytest.approx(val[f"val_{name}_lq"], abs=2e-4), name
+
+
+def test_validation_scores_the_output_rounded_to_8_bits():
+    """An output a fifth of a gray level off the HQ is the HQ once rounded, as eval and the PNGs see it."""
+    from hifacegan.validation import Validator
+
+    class Offset(torch.nn.Module):  # LQ + 0.2/255 (inputs and outputs in [-1, 1])
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor(0.4 / 255))
+
+        def forward(self, x):
+            return x + self.bias
+
+    img = torch.from_numpy(np.random.default_rng(0).integers(10, 240, (2, 32, 32, 3), dtype=np.uint8))
+    val = Validator([{"lq": img, "hq": img.clone()}], torch.device("cpu"), bf16=False).validate(Offset(), 1)
+    assert val["val_psnr"] == 100 and val["val_ssim"] == pytest.approx(1)  # float output: 62 dB
+
+
 def test_ema_is_resumed_exactly_and_tensorboard_shows_one_curve(shards, tmp_path):
     kw = dict(max_steps=4, ckpt_every=2, val_every=2, ema_decay=0.9)
     train(tiny(shards, tmp_path / "straight", **kw), progress=False)
