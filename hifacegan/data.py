@@ -168,7 +168,6 @@ def match_pair(hq: np.ndarray, lq: np.ndarray) -> np.ndarray:
     return to_hq_size(lq, hq.shape)
 
 
-
 def fit(img: np.ndarray, size: int) -> np.ndarray:
     """An image at the model size: center crop and resize when it is not size x size already
     (e.g. 512 shards for a quick 256 run)."""

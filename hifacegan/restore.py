@@ -112,15 +112,14 @@ def restore_wild(G: torch.nn.Module, rgb: np.ndarray, options: AlignRestore) -> 
                          only_largest=options.only_largest, upscale=options.upscale)
 
 
-def list_inputs(path: str | Path, exclude: Path | Sequence[Path] | None = None) -> tuple[Path, list[Path]]:
+def list_inputs(path: str | Path, exclude: Sequence[Path] = ()) -> tuple[Path, list[Path]]:
     """(root, files): one image file, or every image under a folder (recursive, sorted), leaving out the
-    folder(s) `exclude` that lie inside it (output folders inside the input folder)."""
+    folders `exclude` that lie inside it (output folders inside the input folder)."""
     p = Path(path)
     if p.is_file():
         return p.parent, [p]
     if p.is_dir():
-        excluded = [exclude] if isinstance(exclude, Path) else list(exclude or [])
-        skip = [e.resolve() for e in excluded]
+        skip = [e.resolve() for e in exclude]
         skip = [e for e in skip if e != p.resolve() and e.is_relative_to(p.resolve())]
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
                        and not any(f.resolve().is_relative_to(e) for e in skip))

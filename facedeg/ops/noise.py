@@ -107,11 +107,6 @@ def _shot_levels() -> tuple[np.ndarray, np.ndarray]:
     return v, _shot_alias()[1] * np.float32(255 / 256) - v
 
 
-def _shot_noise_table(scale: float) -> np.ndarray:
-    """The noise each (level, column, side) entry adds: (count·255/256 − v)·scale, float32."""
-    return _shot_levels()[1] * np.float32(scale)
-
-
 def _draw(table: np.ndarray, seed: int, shape: tuple[int, ...]) -> np.ndarray:
     """float32 noise of ``shape``: independent 16-bit uniform indices into ``table`` (65,536 entries)."""
     n = math.prod(shape)
@@ -141,12 +136,13 @@ def laplace_noise(image: np.ndarray, scale: float, seed: int, gray: bool = False
 
 
 def _shot_noise(image: np.ndarray, seed: int, scale: float, gray: bool) -> np.ndarray:
-    noise = _shot_noise_table(scale)
+    levels, deviation = _shot_levels()
+    noise = deviation * np.float32(scale)  # what each (level, column, side) entry adds
     if gray:
-        levels = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        field = noise.take(_shot_index(levels, seed)).reshape(levels.shape)
+        luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        field = noise.take(_shot_index(luma, seed)).reshape(luma.shape)
         return _add(image, field[..., None])
-    out = cv2.add(_shot_levels()[0], noise, dtype=cv2.CV_8U).reshape(-1)  # each entry's output level, rounded and saturated
+    out = cv2.add(levels, noise, dtype=cv2.CV_8U).reshape(-1)  # each entry's output level, rounded and saturated
     return out.take(_shot_index(image, seed)).reshape(image.shape)
 
 
